@@ -1,0 +1,171 @@
+"""Facebook Page adapter: posts through the Graph API's /{page-id}/feed and /photos.
+
+The Page token travels in an `Authorization: Bearer` header, never in a URL.
+Graph error bodies become TransientError, PermanentError or AuthError by code,
+following Meta's documented error codes (see the README's Graph notes).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import SecretStr, field_validator
+
+from scheduler.secrets import redact
+
+from . import http as web
+from .base import AdapterSettings, AuthError, Message, PermanentError, Published, TransientError
+
+DEFAULT_GRAPH_URL = "https://graph.facebook.com"
+DEFAULT_VERSION = "v25.0"
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 341, 613, 80001})
+AUTH_CODES = frozenset({102, 190})
+
+
+def check_base_url(url: str) -> str:
+    """Accept https URLs, and http only for loopback test servers; raise ValueError."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError(f"graph_url must be https (http only for localhost), got {url!r}")
+    if not parts.hostname or parts.query or parts.username:
+        raise ValueError(f"graph_url must be a plain base URL, got {url!r}")
+    return url.rstrip("/")
+
+
+class FacebookPageSettings(AdapterSettings):
+    """jobs.yaml settings for `adapter: facebook_page`."""
+
+    page_id: str
+    access_token: SecretStr
+    graph_url: str | None = None
+
+    @field_validator("graph_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
+
+class FacebookPage:
+    """Publishes to one Facebook Page."""
+
+    Settings: ClassVar[type[AdapterSettings]] = FacebookPageSettings
+
+    def __init__(self, settings: AdapterSettings, http: requests.Session) -> None:
+        assert isinstance(settings, FacebookPageSettings)
+        base = settings.graph_url or check_base_url(os.environ.get("FB_GRAPH_URL") or DEFAULT_GRAPH_URL)
+        version = os.environ.get("FB_GRAPH_VERSION") or DEFAULT_VERSION
+        self.page_id = settings.page_id
+        self.base = f"{base}/{version}"
+        self.http = http
+        self.timeout = float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
+        self._auth = {"Authorization": f"Bearer {settings.access_token.get_secret_value()}"}
+
+    def publish(self, message: Message) -> Published:
+        """Create a feed post (or a photo post when the message has an image)."""
+        if message.image:
+            fields = {"url": message.image, "message": message.text}
+            resp = self._call("POST", f"/{self.page_id}/photos", data=fields)
+            remote_id = str(resp.body.get("post_id") or resp.body.get("id", ""))
+        else:
+            fields = {"message": message.text}
+            if message.link:
+                fields["link"] = message.link
+            resp = self._call("POST", f"/{self.page_id}/feed", data=fields)
+            remote_id = str(resp.body.get("id", ""))
+        if not remote_id:
+            raise TransientError(f"page {self.page_id}: success without a post id", ambiguous=True)
+        return Published(remote_id, f"https://www.facebook.com/{remote_id}", usage_percent(resp))
+
+    def find_published(self, message: Message, since: datetime) -> Published | None:
+        """Look through the page's recent posts for one with this message text."""
+        resp = self._call("GET", f"/{self.page_id}/published_posts", params={
+            "fields": "id,message,created_time", "limit": "50",
+            "since": str(int(since.timestamp())),
+        })
+        wanted = message.text.strip()
+        for post in resp.body.get("data", []):
+            if isinstance(post, dict) and str(post.get("message", "")).strip() == wanted:
+                remote_id = str(post.get("id"))
+                return Published(remote_id, f"https://www.facebook.com/{remote_id}", usage_percent(resp))
+        return None
+
+    def check(self) -> str:
+        """Return the page's name as the token sees it."""
+        resp = self._call("GET", "/me", params={"fields": "id,name"})
+        return str(resp.body.get("name", self.page_id))
+
+    def _call(self, method: str, path: str, *, data: dict[str, str] | None = None,
+              params: dict[str, str] | None = None) -> web.Response:
+        resp = web.call(self.http, method, self.base + path, timeout=self.timeout,
+                        data=data, params=params, headers=self._auth)
+        if resp.status < 400 and isinstance(resp.body, dict) and "error" not in resp.body:
+            return resp
+        raise graph_error(resp, f"page {self.page_id}", ambiguous=method != "GET")
+
+
+def graph_error(resp: web.Response, where: str, *, ambiguous: bool) -> Exception:
+    """Map a Graph API error response to the error tree."""
+    error: dict[str, Any] = {}
+    if isinstance(resp.body, dict) and isinstance(resp.body.get("error"), dict):
+        error = resp.body["error"]
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    subcode = error.get("error_subcode")
+    text = redact(str(error.get("message") or "no error message"))[:500]
+    detail = f"{where}: HTTP {resp.status}"
+    if code is not None:
+        detail += f", Graph error {code}" + (f"/{subcode}" if subcode else "")
+    detail += f": {text}"
+    if error.get("fbtrace_id"):
+        detail += f" (fbtrace_id {redact(str(error['fbtrace_id']))[:64]})"
+    if code in AUTH_CODES:
+        detail += ". Fix: issue a new Page access token and update it in .env"
+        return AuthError(detail, code=code, status=resp.status)
+    if code in RATE_LIMIT_CODES:
+        return TransientError(detail, code=code, status=resp.status, retry_after=retry_after(resp))
+    if code in (1, 2) or error.get("is_transient") is True or resp.status >= 500 or not error:
+        return TransientError(detail, code=code, status=resp.status, retry_after=retry_after(resp),
+                              ambiguous=ambiguous and (resp.status >= 500 or code in (1, 2) or not error))
+    return PermanentError(detail, code=code, status=resp.status)
+
+
+def usage_percent(resp: web.Response) -> float | None:
+    """The highest usage percentage in X-App-Usage, X-Page-Usage, X-Business-Use-Case-Usage."""
+    values: list[float] = []
+    for name in ("X-App-Usage", "X-Page-Usage"):
+        values.extend(_numbers(resp.header_json(name)))
+    for entry in _buc_entries(resp):
+        values.extend(_numbers(entry))
+    return max(values) if values else None
+
+
+def retry_after(resp: web.Response) -> float | None:
+    """Seconds the network asks us to wait: Retry-After or the regain time, if any."""
+    waits: list[float] = []
+    header = resp.headers.get("Retry-After", "")
+    if header.strip().isdigit():
+        waits.append(float(header))
+    for entry in _buc_entries(resp):
+        minutes = entry.get("estimated_time_to_regain_access")
+        if isinstance(minutes, int | float) and minutes > 0:
+            waits.append(float(minutes) * 60)
+    return max(waits) if waits else None
+
+
+def _buc_entries(resp: web.Response) -> list[dict[str, Any]]:
+    usage = resp.header_json("X-Business-Use-Case-Usage")
+    if not isinstance(usage, dict):
+        return []
+    return [e for entries in usage.values() if isinstance(entries, list)
+            for e in entries if isinstance(e, dict)]
+
+
+def _numbers(usage: Any) -> list[float]:
+    if not isinstance(usage, dict):
+        return []
+    return [float(usage[k]) for k in ("call_count", "total_time", "total_cputime")
+            if isinstance(usage.get(k), int | float)]

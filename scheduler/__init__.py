@@ -1,0 +1,1 @@
+"""oyez: publish an organisation's scheduled posts on time and keep an honest record."""

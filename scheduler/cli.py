@@ -1,0 +1,159 @@
+"""The `oyez` command: parse options, call one library function, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from dotenv import load_dotenv
+
+from . import clock, config, plan, report, times
+from .errors import ConfigError, OyezError
+from .secrets import RedactingFilter
+from .settings import Settings
+
+DEFAULT_CONFIG = "jobs.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `oyez` console script."""
+    load_dotenv(".env", override=False)  # the real environment wins
+    args = _parser().parse_args(argv)
+    _logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except OyezError as exc:
+        print(f"oyez: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oyez", description="Publish scheduled social-media "
+                                     "posts and live-event announcements on time.")
+    parser.add_argument("--log-level", default=os.environ.get("OYEZ_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, *, cfg: bool = True, db: bool = True) -> Any:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if cfg:
+            p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="jobs file (jobs.yaml)")
+        if db:
+            p.add_argument("--db", default=None,
+                           help="SQLAlchemy database URL (env OYEZ_DB; default sqlite:///oyez.db)")
+        return p
+
+    p = command("validate", "Check jobs.yaml and print a one-line summary.", db=False)
+    p.set_defaults(func=cmd_validate)
+
+    p = command("plan", "List every occurrence in a time window without sending anything.")
+    p.add_argument("--from", dest="start", help="start of the window (default: now)")
+    p.add_argument("--until", dest="end", help="end of the window (default: 30 days on)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = command("run", "Run the daemon: publish each post at its time.")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print posts as they fall due instead of sending them")
+    p.set_defaults(func=cmd_run)
+
+    p = command("history", "Show the ledger: what was sent, failed, missed or cancelled.", cfg=False)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
+    p.add_argument("--reloads", action="store_true", help="show jobs.yaml reloads instead")
+    p.add_argument("--dry-run", action="store_true", help="show dry-run deliveries instead")
+    p.set_defaults(func=cmd_history)
+
+    p = command("status", "Show what the daemon is running, target health and open deliveries.")
+    p.set_defaults(func=cmd_status)
+
+    p = command("diff", "Show what a candidate jobs.yaml would add, cancel and change.")
+    p.set_defaults(func=cmd_diff)
+    return parser
+
+
+def _logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(db=getattr(args, "db", None))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    now = clock.now()
+    count = len([o for o in plan.expand(cfg, now, now + timedelta(days=30)) if not o.draft])
+    print(f"{args.config}: OK: {_n(len(cfg.targets), 'target')}, {_n(len(cfg.posts), 'post')}, "
+          f"{_n(len(cfg.live_events), 'live event')}, "
+          f"{_n(count, 'occurrence')} in the next 30 days")
+    return 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config, strict_env=False)
+    for warning in cfg.warnings:
+        logging.getLogger("oyez").warning("%s", warning)
+    start = _when(args.start, cfg) if args.start else clock.now()
+    end = _when(args.end, cfg) if args.end else start + timedelta(days=30)
+    rows = report.plan_rows(cfg, start, end, _settings(args).db)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(report.plan_text(rows, start, end))
+    return 0
+
+
+def _when(text: str, cfg: config.Config) -> datetime:
+    try:
+        return times.instant(text, cfg.timezone)
+    except ValueError as exc:
+        raise OyezError(str(exc)) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    return Daemon(args.config, _settings(args), dry_run=args.dry_run).run()
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    db = _settings(args).db
+    if args.reloads:
+        rows = report.reload_rows(db, args.limit)
+        print(json.dumps(rows, indent=2) if args.json else report.reloads_text(rows))
+    else:
+        rows = report.history_rows(db, args.limit, args.dry_run)
+        print(json.dumps(rows, indent=2) if args.json else report.history_text(rows))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(report.status_text(args.config, _settings(args).db))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config, strict_env=False)
+    print(report.diff_text(cfg, _settings(args).db))
+    return 0

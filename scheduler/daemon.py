@@ -1,0 +1,262 @@
+"""The long-running daemon: jobs.yaml + ledger → APScheduler → Publisher.
+
+The in-memory schedule is rebuilt from jobs.yaml and the ledger at every
+start and reload; the ledger, not APScheduler, remembers what happened. A
+periodic sweep sends anything due and unclaimed (covering clock jumps and
+suspends), recovers deliveries abandoned in `sending`, and marks what is past
+its window as `missed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from adapters import http as web
+
+from . import clock, config, plan
+from .delivery import Publisher
+from .errors import ConfigError
+from .ledger import Delivery, Ledger, Reload, SyncResult
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+REFRESH = timedelta(hours=1)
+
+
+class Daemon:
+    """One running oyez: owns the scheduler, the publisher and the current config."""
+
+    def __init__(self, config_path: str, settings: Settings, *, dry_run: bool = False,
+                 out: TextIO = sys.stdout) -> None:
+        self.path = Path(config_path)
+        self.settings = settings
+        self.dry_run = dry_run
+        self.ledger = Ledger(settings.db)
+        self.http = web.session(pool_size=settings.workers)
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+            executors={"default": {"type": "threadpool", "max_workers": 4}},
+        )
+        self.publisher = Publisher(self.ledger, settings, self.http, dry_run=dry_run, out=out,
+                                   wake=self.wake)
+        self.config: config.Config | None = None
+        self.stop = threading.Event()
+        self.reload_requested = threading.Event()
+        self._lock = threading.Lock()  # one reload/refresh/sweep pass at a time
+        self._seen_stat: tuple[int, int, int] | None = None
+        self._done_stat: tuple[int, int, int] | None = None
+        self._rejected_digest: str | None = None
+
+    # --- lifecycle -------------------------------------------------------
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit status."""
+        first = self.read()
+        if isinstance(first, ConfigError):
+            for problem in first.problems:
+                log.error("%s", problem)
+            log.error("not starting: fix %s and run again", self.path)
+            return 1
+        self.scheduler.start(paused=True)
+        try:
+            self.apply(first, reason="start")
+            now = clock.now()
+            self.scheduler.add_job(self.sweep, "interval", seconds=self.settings.sweep_seconds,
+                                   id="sweep", next_run_time=now)
+            self.scheduler.add_job(self.refresh, "interval", seconds=REFRESH.total_seconds(),
+                                   id="refresh")
+            self._install_signals()
+            self.scheduler.resume()
+            log.info("oyez running%s on %s (node %s); watching %s",
+                     " in DRY-RUN mode" if self.dry_run else "", _safe_url(self.settings.db),
+                     self.settings.node, self.path)
+            while not self.stop.wait(self.settings.watch_seconds):
+                self.watch()
+            log.info("stopping")
+        finally:
+            self.publisher.stopping.set()
+            self.scheduler.shutdown(wait=False)
+            self.publisher.close()
+            self.ledger.engine.dispose()
+        return 0
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            self.stop.set()
+
+        def hup(_signum: int, _frame: FrameType | None) -> None:
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    # --- configuration -----------------------------------------------------
+    def read(self) -> config.Config | ConfigError:
+        """Read and validate the file on disk."""
+        try:
+            return config.load(self.path, strict_env=not self.dry_run)
+        except ConfigError as exc:
+            return exc
+
+    def watch(self) -> None:
+        """Reload when the file changed and has settled, or on SIGHUP."""
+        try:
+            st = os.stat(self.path)
+            stat = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            stat = (0, 0, 0)
+        forced = self.reload_requested.is_set()
+        if stat != self._seen_stat and not forced:
+            self._seen_stat = stat  # changed: wait one more poll so a save in progress can finish
+            return
+        if stat == self._done_stat and not forced:
+            return
+        self._seen_stat = self._done_stat = stat
+        self.reload_requested.clear()
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raw = b""
+            log.error("%s: cannot read: %s", self.path, exc.strerror)
+        digest = hashlib.sha256(raw).hexdigest()
+        running = self.config.digest if self.config else None
+        if digest in (running, self._rejected_digest) and not forced:
+            return
+        loaded = self.read()
+        if isinstance(loaded, ConfigError):
+            self._rejected_digest = digest
+            for problem in loaded.problems:
+                log.error("%s", problem)
+            log.error("%s is invalid: still running the last good schedule (%s)",
+                      self.path, (running or "?")[:12])
+            self.ledger.record_reload(Reload(at=clock.now(), node=self.settings.node,
+                                             path=str(self.path), digest=digest, ok=False,
+                                             errors="\n".join(loaded.problems)))
+            return
+        if loaded.digest != running or forced:
+            self.apply(loaded, reason="reload")
+
+    def apply(self, new: config.Config, *, reason: str) -> None:
+        """Make the ledger and the schedule follow `new`, and record the reload."""
+        with self._lock:
+            for warning in new.warnings:
+                log.warning("%s", warning)
+            self.publisher.set_targets(new.targets)
+            self.config = new
+            self._rejected_digest = None
+            now = clock.now()
+            synced = self._sync(now)
+        if reason != "start" and not new.posts and not new.live_events:
+            log.warning("%s has no posts or live events: %d pending deliveries cancelled",
+                        self.path, len(synced.cancelled))
+        for key in synced.resend_refused:
+            log.warning("%s was already sent; its new time is ignored. To publish it again, "
+                        "give it a new id in %s", key, self.path.name)
+        log.info("%s %s: %d added, %d changed, %d cancelled; %d open deliveries",
+                 reason, self.path.name, len(synced.added), len(synced.changed),
+                 len(synced.cancelled), len(synced.active))
+        self.ledger.record_reload(Reload(
+            at=now, node=self.settings.node, path=str(self.path), digest=new.digest, ok=True,
+            added=len(synced.added), cancelled=len(synced.cancelled),
+            changed=len(synced.changed)))
+
+    def refresh(self) -> None:
+        """Roll the planning window forward (new cron occurrences come into view)."""
+        with self._lock:
+            if self.config is not None:
+                self._sync(clock.now())
+
+    def _sync(self, now: datetime) -> SyncResult:
+        assert self.config is not None
+        start, end = plan.ledger_window(self.config, now, self.settings.horizon)
+        occurrences = plan.expand(self.config, start, end)
+        synced = self.ledger.sync(occurrences, start, end, dry_run=self.dry_run, now=now,
+                                  digest=self.config.digest)
+        running = self.scheduler.state == 1
+        if running:
+            self.scheduler.pause()
+        try:
+            for row in synced.cancelled:
+                assert row.id is not None
+                self._unschedule(row.id)
+            for row in synced.active:
+                self._schedule(row)
+        finally:
+            if running:
+                self.scheduler.resume()
+        return synced
+
+    # --- scheduling --------------------------------------------------------
+    def _schedule(self, row: Delivery) -> None:
+        assert row.id is not None
+        when = max(row.due_at, row.next_attempt_at or row.due_at)
+        job = self.scheduler.get_job(f"d{row.id}")
+        if job is None or job.next_run_time != when:
+            self.wake(row.id, row.target, when)
+
+    def _unschedule(self, delivery_id: int) -> None:
+        with contextlib.suppress(JobLookupError):  # already ran, or never scheduled
+            self.scheduler.remove_job(f"d{delivery_id}")
+
+    def wake(self, delivery_id: int, target: str, when: datetime) -> None:
+        """Have the publisher look at a delivery at `when`."""
+        self.scheduler.add_job(self.publisher.enqueue, "date", run_date=when,
+                               args=[delivery_id, target], id=f"d{delivery_id}",
+                               replace_existing=True)
+
+    def sweep(self) -> None:
+        """Send what is due and unclaimed, recover abandoned claims, expire the too-late."""
+        now = clock.now()
+        for row in self.ledger.stale(now, dry_run=self.dry_run):
+            reason = f"abandoned by {row.claimed_by} while sending; checking the network first"
+            if _abandoned(row, now, self.settings.node) and self.ledger.release(row, now, reason):
+                log.warning("%s was being sent by %s, which stopped: will check %s for it "
+                                "before sending again", row.key, row.claimed_by, row.target)
+        for row in self.ledger.expire(now, dry_run=self.dry_run):
+            log.error("missed %s to %s: %s", row.key, row.target, row.error)
+        for row in self.ledger.due(now, dry_run=self.dry_run):
+            assert row.id is not None
+            if not self.publisher.is_unhealthy(row.target) or self.dry_run:
+                self.publisher.enqueue(row.id, row.target)
+
+
+def _abandoned(row: Delivery, now: datetime, node: str) -> bool:
+    """A `sending` claim whose holder is gone: lease expired, or a dead process on this host."""
+    if row.lease_until is not None and row.lease_until < now:
+        return True
+    holder = row.claimed_by or ""
+    host, _, pid = holder.rpartition(":")
+    our_host = node.rpartition(":")[0]
+    if holder == node or host != our_host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password."""
+    head, sep, tail = url.partition("@")
+    if not sep:
+        return url
+    scheme, _, creds = head.partition("://")
+    return f"{scheme}://{creds.partition(':')[0]}:***@{tail}"

@@ -1,0 +1,233 @@
+"""Sending one delivery, and the lanes that keep each target's posts in order.
+
+`Publisher.enqueue(id, target)` is what the scheduler calls at a post's
+instant: it only queues. A bounded thread pool drains one lane per target, so
+posts to one target go out in order, many targets go out at once, and a slow
+target holds one worker rather than the scheduler's clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, TextIO
+
+import requests
+
+import adapters
+from adapters.base import Adapter, Message, Published
+
+from . import clock, times
+from .config import Target
+from .errors import AuthError, PermanentError, PublishError, TransientError
+from .ledger import Attempt, Delivery, Ledger
+from .secrets import redact
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+SLOW_DOWN_AT = 90.0  # usage percentage from which a target is paced
+PACE = {90.0: timedelta(seconds=5), 100.0: timedelta(seconds=60)}
+LOOKBACK = timedelta(minutes=10)  # how far before the first attempt find_published looks
+
+
+class Publisher:
+    """Claims, sends and records deliveries for the targets of the running config."""
+
+    def __init__(self, ledger: Ledger, settings: Settings, http: requests.Session, *,
+                 dry_run: bool, out: TextIO, wake: Callable[[int, str, datetime], None]) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.dry_run = dry_run
+        self.out = out
+        self.wake = wake  # asks the scheduler to call enqueue again at a later time
+        self.http = http
+        self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="oyez-send")
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._lanes: dict[str, deque[int]] = defaultdict(deque)
+        self._busy: set[str] = set()
+        self._queued: set[int] = set()
+        self._targets: dict[str, Target] = {}
+        self._adapters: dict[str, Adapter] = {}
+        self._not_before: dict[str, datetime] = {}
+        self._unhealthy: dict[str, str] = {}  # target -> reason, while its settings are unchanged
+
+    def set_targets(self, targets: dict[str, Target]) -> None:
+        """Use these targets from now on; rebuild adapters whose settings changed."""
+        refused = self.ledger.unhealthy()
+        with self._lock:
+            for name, target in targets.items():
+                old = self._targets.get(name)
+                if old is None or old.fingerprint != target.fingerprint:
+                    self._adapters[name] = adapters.get(target.adapter)(target.settings, self.http)
+                health = refused.get(name)
+                if health is not None and health.fingerprint == target.fingerprint:
+                    if name not in self._unhealthy:
+                        log.error("target %s is unhealthy since %s: %s — its posts wait until the "
+                                  "token is fixed (update .env, then restart or reload)",
+                                  name, f"{health.since:%Y-%m-%d %H:%M}Z", health.reason)
+                    self._unhealthy[name] = health.reason
+                else:
+                    if health is not None:
+                        log.info("target %s: settings changed, trying it again", name)
+                        self.ledger.set_healthy(name)
+                    self._unhealthy.pop(name, None)
+            self._targets = dict(targets)
+
+    def is_unhealthy(self, target: str) -> bool:
+        """True while `target`'s credentials are known to be refused."""
+        return target in self._unhealthy
+
+    def enqueue(self, delivery_id: int, target: str) -> None:
+        """Queue a delivery on its target's lane (cheap; safe from any thread)."""
+        with self._lock:
+            if delivery_id in self._queued or self.stopping.is_set():
+                return
+            self._queued.add(delivery_id)
+            self._lanes[target].append(delivery_id)
+            if target in self._busy:
+                return
+            self._busy.add(target)
+        self.pool.submit(self._drain, target)
+
+    def _drain(self, target: str) -> None:
+        with self._lock:
+            delivery_id = self._lanes[target].popleft()
+            self._queued.discard(delivery_id)
+        try:
+            self.deliver(delivery_id, target)
+        except Exception:  # a bug must not kill the lane; the sweep will retry the delivery
+            log.exception("delivery %s: unexpected error", delivery_id)
+        finally:
+            with self._lock:
+                more = bool(self._lanes[target]) and not self.stopping.is_set()
+                if not more:
+                    self._busy.discard(target)
+            if more:  # back of the pool's queue, so other targets get their turn
+                self.pool.submit(self._drain, target)
+
+    def deliver(self, delivery_id: int, target: str) -> None:
+        """Send one delivery if it is still due, unclaimed and its target is usable."""
+        now = clock.now()
+        if self.stopping.is_set() or (not self.dry_run and target in self._unhealthy):
+            return
+        not_before = self._not_before.get(target)
+        if not_before is not None and not_before > now:
+            self.ledger.defer(delivery_id, not_before, now)
+            self.wake(delivery_id, target, not_before)
+            return
+        row = self.ledger.claim(delivery_id, self.settings.node, now, self.settings.lease)
+        if row is None:
+            return
+        adapter = self._adapters.get(row.target)
+        started = clock.now()
+        lateness_ms = int((started - row.due_at).total_seconds() * 1000)
+        message = Message(row.text, row.link, row.image)
+        try:
+            if self.dry_run or adapter is None:
+                outcome, published = "dry-run", self._print(row, message)
+            else:
+                outcome, published = self._send(adapter, row, message)
+        except PublishError as exc:
+            self._failed(row, exc, started, lateness_ms)
+            return
+        finished = clock.now()
+        self.ledger.finish(
+            row, self.settings.node,
+            Attempt(delivery_id=delivery_id, number=row.attempts, node=self.settings.node,
+                    started_at=started, finished_at=finished, outcome=outcome,
+                    lateness_ms=lateness_ms),
+            status="sent", remote_id=published.remote_id, sent_at=finished, error=None,
+            uncertain=False, lateness_ms=lateness_ms, next_attempt_at=None)
+        self._pace(row.target, published.usage, finished)
+        log.info("sent %s to %s as %s (%s; %d ms after its time)", row.key, row.target,
+                 published.remote_id, outcome, lateness_ms)
+
+    def _send(self, adapter: Adapter, row: Delivery, message: Message) -> tuple[str, Published]:
+        if row.uncertain:
+            assert row.first_attempt_at is not None
+            found = adapter.find_published(message, row.first_attempt_at - LOOKBACK)
+            if found is not None:
+                return "found", found
+        return "sent", adapter.publish(message)
+
+    def _print(self, row: Delivery, message: Message) -> Published:
+        local = row.due_at.astimezone(times.zone(row.tz))
+        lines = [f"DRY RUN {local:%Y-%m-%d %H:%M:%S %Z} ({row.due_at:%H:%M:%S}Z) -> {row.target}"
+                 f"  [{row.job_id} {row.part}]"]
+        lines += [f"  | {line}" for line in message.text.splitlines() or [""]]
+        if message.link:
+            lines.append(f"  link:  {message.link}")
+        if message.image:
+            lines.append(f"  image: {message.image}")
+        with self._lock:
+            self.out.write("\n".join(lines) + "\n")
+            self.out.flush()
+        return Published(f"dry-run-{row.id}")
+
+    def _failed(self, row: Delivery, exc: PublishError, started: datetime, lateness_ms: int) -> None:
+        now = clock.now()
+        error = redact(str(exc))
+        kind = {AuthError: "auth", PermanentError: "permanent"}.get(type(exc), "transient")
+        attempt = Attempt(delivery_id=row.id or 0, number=row.attempts, node=self.settings.node,
+                          started_at=started, finished_at=now, outcome=kind, error=error,
+                          lateness_ms=lateness_ms)
+        values: dict[str, Any]
+        if isinstance(exc, AuthError):
+            values = {"status": "pending", "error": f"target unhealthy: {error}"}
+            self._mark_unhealthy(row.target, error, now)
+        elif isinstance(exc, TransientError) and row.attempts < self.settings.max_attempts:
+            delay = self._backoff(row.attempts, exc.retry_after)
+            retry_at = now + delay
+            values = {"status": "retry", "error": error, "next_attempt_at": retry_at,
+                      "uncertain": row.uncertain or exc.ambiguous}
+            if exc.retry_after:
+                self._not_before[row.target] = now + timedelta(seconds=exc.retry_after)
+            log.warning("%s to %s: attempt %d failed, retrying in %.1fs: %s", row.key, row.target,
+                        row.attempts, delay.total_seconds(), error)
+        else:
+            if isinstance(exc, TransientError):
+                error = f"gave up after {row.attempts} attempts: {error}"
+            values = {"status": "failed", "error": error}
+            log.error("%s to %s failed: %s", row.key, row.target, error)
+        if self.ledger.finish(row, self.settings.node, attempt, **values) and "next_attempt_at" in values:
+            assert row.id is not None
+            self.wake(row.id, row.target, values["next_attempt_at"])
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> timedelta:
+        base = min(self.settings.retry_cap_seconds,
+                   self.settings.retry_base_seconds * 2 ** max(attempts - 1, 0))
+        seconds = base * random.uniform(0.5, 1.0)
+        return timedelta(seconds=max(seconds, retry_after or 0.0))
+
+    def _mark_unhealthy(self, target: str, reason: str, now: datetime) -> None:
+        with self._lock:
+            first = target not in self._unhealthy
+            self._unhealthy[target] = reason
+            fingerprint = self._targets[target].fingerprint if target in self._targets else ""
+        if first:
+            self.ledger.set_unhealthy(target, fingerprint, reason, now)
+            log.error("target %s is unhealthy: %s — its posts are held (pending) until the token "
+                      "is fixed: update it in .env, then restart oyez", target, reason)
+
+    def _pace(self, target: str, usage: float | None, now: datetime) -> None:
+        if usage is None or usage < SLOW_DOWN_AT:
+            return
+        pause = PACE[100.0] if usage >= 100 else PACE[90.0]
+        self._not_before[target] = now + pause
+        log.warning("target %s: rate-limit usage at %.0f%%, pausing its posts for %ss",
+                    target, usage, int(pause.total_seconds()))
+
+    def close(self) -> None:
+        """Stop taking work, drop queued work and wait for sends in flight."""
+        self.stopping.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.http.close()
+
+

@@ -1,0 +1,383 @@
+"""The ledger: every delivery, attempt, reload and target's health, in SQL (SQLite by default).
+
+A delivery moves  pending → sending → sent | retry | failed,  or to missed or
+cancelled. `sending` is committed *before* the network call (`claim`), with a
+conditional UPDATE that only one daemon can win, and the outcome is written
+with a fencing check (`finish`), so the same statements are safe with several
+daemons on one database (SQLite or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+    func,
+    insert,
+    or_,
+    update,
+)
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from .plan import Occurrence
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("pending", "retry")
+STATUSES = ("pending", "sending", "retry", "sent", "failed", "missed", "cancelled")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the database keeps."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _when(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class Delivery(SQLModel, table=True):
+    """One message to one target at one instant, and what became of it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str
+    dry_run: bool = False
+    job_id: str = Field(index=True)
+    part: str
+    target: str = Field(index=True)
+    tz: str
+    due_at: datetime = _when(index=True)
+    deadline: datetime = _when()
+    status: str = Field(default="pending", index=True)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _when(default=None)
+    uncertain: bool = False  # an attempt's outcome is unknown: look on the network first
+    text: str
+    link: str | None = None
+    image: str | None = None
+    remote_id: str | None = None
+    error: str | None = None
+    lateness_ms: int | None = None
+    config_digest: str | None = None
+    claimed_by: str | None = None
+    lease_until: datetime | None = _when(default=None)
+    first_attempt_at: datetime | None = _when(default=None)
+    sent_at: datetime | None = _when(default=None)
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+    __table_args__ = (UniqueConstraint("key", "dry_run"),)
+
+
+class Attempt(SQLModel, table=True):
+    """One try at sending a delivery."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(index=True, foreign_key="delivery.id")
+    number: int
+    node: str
+    started_at: datetime = _when()
+    finished_at: datetime = _when()
+    outcome: str  # sent, found, transient, permanent, auth, dry-run
+    error: str | None = None
+    lateness_ms: int
+
+
+class Reload(SQLModel, table=True):
+    """One reading of jobs.yaml by a daemon: what it found and what changed."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when()
+    node: str
+    path: str
+    digest: str | None
+    ok: bool
+    added: int = 0
+    cancelled: int = 0
+    changed: int = 0
+    errors: str | None = None
+
+
+class TargetHealth(SQLModel, table=True):
+    """A target whose credentials were refused, until its settings change."""
+
+    name: str = Field(primary_key=True)
+    fingerprint: str
+    reason: str
+    since: datetime = _when()
+
+
+@dataclass
+class SyncResult:
+    """What `Ledger.sync` did."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    cancelled: list[Delivery] = field(default_factory=list)
+    active: list[Delivery] = field(default_factory=list)
+    resend_refused: list[str] = field(default_factory=list)
+
+
+_CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image")
+
+
+class Ledger:
+    """Access to the ledger database; every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        SQLModel.metadata.create_all(self.engine)
+
+    def session(self) -> Session:
+        """A new session (one per unit of work, per thread)."""
+        return Session(self.engine, expire_on_commit=False)
+
+    def sync(self, occurrences: Iterable[Occurrence], start: datetime, end: datetime, *,
+             dry_run: bool, now: datetime, digest: str, preview: bool = False) -> SyncResult:
+        """Make the ledger's open deliveries in [start, end) match `occurrences`.
+
+        New ones become pending; pending ones take the new text and time;
+        pending ones no longer planned become cancelled; sent ones are never
+        touched (a moved one-off post that went out is reported, not resent).
+        With `preview`, nothing is written: the result says what would happen.
+        """
+        wanted = {o.key: o for o in occurrences if not o.draft}
+        result = SyncResult()
+        with self.session() as s:
+            rows: dict[str, Delivery] = {}
+            active = s.exec(select(Delivery).where(Delivery.dry_run == dry_run,
+                                                   col(Delivery.status).in_((*ACTIVE, "sending"))))
+            rows.update((d.key, d) for d in active)
+            keys = [k for k in wanted if k not in rows]
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                rows.update((d.key, d) for d in s.exec(select(Delivery).where(
+                    Delivery.dry_run == dry_run, col(Delivery.key).in_(chunk))))
+            new_rows: list[dict[str, Any]] = []
+            for key, occ in wanted.items():
+                row = rows.get(key)
+                content = _content(occ)
+                if row is None:
+                    new_rows.append({**content, "key": key, "job_id": occ.job_id, "dry_run": dry_run,
+                                     "status": "pending", "created_at": now, "updated_at": now,
+                                     "config_digest": digest})
+                    result.added.append(key)
+                elif row.status in ACTIVE or row.status == "cancelled":
+                    if row.status == "cancelled":
+                        row.status = "pending"
+                        result.added.append(key)
+                    elif any(getattr(row, k) != v for k, v in content.items()):
+                        result.changed.append(key)
+                    for k, v in content.items():
+                        setattr(row, k, v)
+                    row.updated_at = now
+                    row.config_digest = digest
+                    s.add(row)
+                elif row.due_at != occ.due and row.status == "sent" and key.startswith("post:"):
+                    result.resend_refused.append(key)
+            for row in rows.values():
+                if row.status in ACTIVE and row.key not in wanted and row.due_at < end:
+                    row.status = "cancelled"
+                    row.error = "removed from jobs.yaml"
+                    row.updated_at = now
+                    s.add(row)
+                    result.cancelled.append(row)
+            if preview:
+                s.rollback()
+                return result
+            if new_rows:
+                s.execute(insert(Delivery), new_rows)
+            s.commit()
+            result.active = list(s.exec(select(Delivery).where(
+                Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE))))
+        return result
+
+    def claim(self, delivery_id: int, node: str, now: datetime, lease: timedelta) -> Delivery | None:
+        """Move a due pending/retry delivery to `sending` for `node`; None if someone else has it."""
+        with self.session() as s:
+            claimed = s.execute(
+                update(Delivery)
+                .where(col(Delivery.id) == delivery_id, col(Delivery.status).in_(ACTIVE),
+                       col(Delivery.due_at) <= now, col(Delivery.deadline) > now,
+                       or_(col(Delivery.next_attempt_at).is_(None),
+                           col(Delivery.next_attempt_at) <= now))
+                .values(status="sending", claimed_by=node, lease_until=now + lease,
+                        attempts=Delivery.attempts + 1, updated_at=now,
+                        first_attempt_at=func.coalesce(Delivery.first_attempt_at, now))
+                .execution_options(synchronize_session=False)
+            )
+            s.commit()
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return s.get(Delivery, delivery_id)
+
+    def finish(self, delivery: Delivery, node: str, attempt: Attempt, **values: Any) -> bool:
+        """Record an attempt and the delivery's new state, if `node` still holds the claim."""
+        with self.session() as s:
+            done = s.execute(
+                update(Delivery)
+                .where(col(Delivery.id) == delivery.id, col(Delivery.status) == "sending",
+                       col(Delivery.claimed_by) == node)
+                .values(lease_until=None, updated_at=attempt.finished_at, **values)
+                .execution_options(synchronize_session=False)
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                s.rollback()
+                log.warning("delivery %s: claim lost before its outcome was recorded", delivery.key)
+                return False
+            s.add(attempt)
+            s.commit()
+            return True
+
+    def defer(self, delivery_id: int, until: datetime, now: datetime) -> None:
+        """Push back an unclaimed delivery's next attempt (e.g. while a target is throttled)."""
+        with self.session() as s:
+            s.execute(update(Delivery)
+                      .where(col(Delivery.id) == delivery_id, col(Delivery.status).in_(ACTIVE))
+                      .values(next_attempt_at=until, updated_at=now)
+                      .execution_options(synchronize_session=False))
+            s.commit()
+
+    def due(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
+        """Open deliveries that may be sent now."""
+        with self.session() as s:
+            return s.exec(select(Delivery).where(
+                Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
+                col(Delivery.due_at) <= now, col(Delivery.deadline) > now,
+                or_(col(Delivery.next_attempt_at).is_(None), col(Delivery.next_attempt_at) <= now),
+            ).order_by(col(Delivery.due_at), col(Delivery.id))).all()
+
+    def expire(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
+        """Mark open deliveries whose deadline has passed as `missed`; return them."""
+        with self.session() as s:
+            late = s.exec(select(Delivery).where(
+                Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
+                col(Delivery.deadline) <= now)).all()
+            for row in late:
+                row.status = "missed"
+                row.error = _missed_reason(row, now)
+                row.updated_at = now
+                s.add(row)
+            s.commit()
+            return late
+
+    def stale(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
+        """Deliveries left in `sending` (by anyone)."""
+        with self.session() as s:
+            return s.exec(select(Delivery).where(Delivery.dry_run == dry_run,
+                                                 Delivery.status == "sending")).all()
+
+    def release(self, delivery: Delivery, now: datetime, reason: str) -> bool:
+        """Put an abandoned `sending` delivery back as an uncertain retry."""
+        with self.session() as s:
+            done = s.execute(
+                update(Delivery)
+                .where(col(Delivery.id) == delivery.id, col(Delivery.status) == "sending",
+                       col(Delivery.claimed_by) == delivery.claimed_by)
+                .values(status="retry", uncertain=True, lease_until=None, claimed_by=None,
+                        error=reason, updated_at=now)
+                .execution_options(synchronize_session=False))
+            s.commit()
+            return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+    def record_reload(self, reload: Reload) -> None:
+        """Append a reload record."""
+        with self.session() as s:
+            s.add(reload)
+            s.commit()
+
+    def unhealthy(self) -> dict[str, TargetHealth]:
+        """Targets whose credentials were refused, by name."""
+        with self.session() as s:
+            return {h.name: h for h in s.exec(select(TargetHealth))}
+
+    def set_unhealthy(self, name: str, fingerprint: str, reason: str, now: datetime) -> None:
+        """Remember that `name` with these settings was refused."""
+        with self.session() as s:
+            s.merge(TargetHealth(name=name, fingerprint=fingerprint, reason=reason, since=now))
+            s.commit()
+
+    def set_healthy(self, name: str) -> None:
+        """Forget a target's refusal (its settings changed)."""
+        with self.session() as s:
+            health = s.get(TargetHealth, name)
+            if health is not None:
+                s.delete(health)
+                s.commit()
+
+    def deliveries(self, *, dry_run: bool, limit: int | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   status: Iterable[str] | None = None) -> Sequence[Delivery]:
+        """Deliveries, newest due first, optionally due in [since, until) or in these statuses."""
+        with self.session() as s:
+            query = select(Delivery).where(Delivery.dry_run == dry_run)
+            if since is not None:
+                query = query.where(col(Delivery.due_at) >= since)
+            if until is not None:
+                query = query.where(col(Delivery.due_at) < until)
+            if status is not None:
+                query = query.where(col(Delivery.status).in_(list(status)))
+            query = query.order_by(col(Delivery.due_at).desc(), col(Delivery.id).desc())
+            return s.exec(query.limit(limit)).all()
+
+    def attempts(self, delivery_id: int) -> Sequence[Attempt]:
+        """A delivery's attempts in order."""
+        with self.session() as s:
+            return s.exec(select(Attempt).where(Attempt.delivery_id == delivery_id)
+                          .order_by(col(Attempt.number))).all()
+
+    def reloads(self, limit: int | None = None) -> Sequence[Reload]:
+        """Reload records, newest first."""
+        with self.session() as s:
+            return s.exec(select(Reload).order_by(col(Reload.id).desc()).limit(limit)).all()
+
+
+def _content(occ: Occurrence) -> dict[str, Any]:
+    return {"part": occ.part, "target": occ.target, "tz": occ.tz_name, "due_at": occ.due,
+            "deadline": occ.deadline, "text": occ.text, "link": occ.link, "image": occ.image}
+
+
+def _missed_reason(row: Delivery, now: datetime) -> str:
+    late = now - row.due_at
+    reason = f"not sent within its window (due {row.due_at:%Y-%m-%d %H:%M:%S}Z, now {_human(late)} late)"
+    return f"{reason}; last error: {row.error}" if row.error else reason
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and thread-safe connections."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine

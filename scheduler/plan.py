@@ -1,0 +1,111 @@
+"""Planning: a pure function from (config, time window) to the occurrences due in it.
+
+Each occurrence carries its ledger key, which is what makes double publishing
+impossible:
+- one-off post:      post:{id}:{target}                 (moving it after it went out won't resend)
+- recurring post:    cron:{id}:{target}:{instant}
+- live event's post: live:{id}:{part}:{starts}:{target} (moving the event gives fresh reminders)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from . import templates, times
+from .config import Config, LiveEvent, Post
+
+LOOKBACK = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One message to one target at one instant."""
+
+    key: str
+    job_id: str
+    part: str
+    target: str
+    due: datetime  # aware UTC
+    deadline: datetime  # aware UTC; sending at or after this is too late
+    text: str
+    link: str | None
+    image: str | None
+    draft: bool
+    tz_name: str
+
+    @property
+    def local_due(self) -> datetime:
+        """The due time on the wall clock of the job's time zone."""
+        return self.due.astimezone(times.zone(self.tz_name))
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def expand(config: Config, start: datetime, end: datetime) -> list[Occurrence]:
+    """Every occurrence due in [start, end), sorted by due time then key."""
+    found: list[Occurrence] = []
+    for post in config.posts:
+        found.extend(_post(post, start, end))
+    for event in config.live_events:
+        found.extend(_live(event, start, end))
+    found.sort(key=lambda o: (o.due, o.key))
+    return found
+
+
+def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
+    dues: list[tuple[datetime, str | None]]
+    if post.at is not None:
+        dues = [(post.at, None)] if start <= post.at < end else []
+    else:
+        assert post.cron is not None
+        stop = min(end, post.until) if post.until else end
+        dues = [(t, _stamp(t)) for t in times.fire_times(post.cron, start, stop)]
+    return [
+        Occurrence(
+            key=f"post:{post.id}:{target}" if stamp is None else f"cron:{post.id}:{target}:{stamp}",
+            job_id=post.id, part="post", target=target, due=due, deadline=due + post.grace,
+            text=post.message, link=post.link, image=post.image, draft=post.draft,
+            tz_name=post.tz.key,
+        )
+        for due, stamp in dues
+        for target in post.targets
+    ]
+
+
+def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
+    parts: list[tuple[str, datetime, datetime, str]] = [
+        # a reminder is never sent at or after the start
+        (r.part, event.starts - r.before, min(event.starts - r.before + event.grace, event.starts),
+         r.message)
+        for r in event.reminders
+    ]
+    if event.on_start is not None:  # "we're live" is pointless once the event has ended
+        parts.append(("start", event.starts, min(event.starts + event.grace, event.ends),
+                      event.on_start))
+    if event.on_end is not None:
+        parts.append(("end", event.ends, event.ends + event.grace, event.on_end))
+    values = event.values()
+    stamp = _stamp(event.starts)
+    return [
+        Occurrence(
+            key=f"live:{event.id}:{part}:{stamp}:{target}", job_id=event.id, part=part,
+            target=target, due=due, deadline=deadline, text=templates.render(template, values),
+            link=event.link, image=None, draft=event.draft, tz_name=event.tz.key,
+        )
+        for part, due, deadline, template in parts
+        if start <= due < end
+        for target in event.targets
+    ]
+
+
+def ledger_window(config: Config, now: datetime, ahead: timedelta) -> tuple[datetime, datetime]:
+    """The [start, end) window the daemon keeps in its ledger.
+
+    It reaches back a day (or the longest grace, if longer) so that posts
+    added while the daemon was down are still sent late or recorded missed.
+    """
+    back = max([LOOKBACK, *(p.grace for p in config.posts), *(e.grace for e in config.live_events)])
+    return now - back, now + ahead

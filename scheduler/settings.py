@@ -1,0 +1,66 @@
+"""Process settings from the environment (and `.env`), read once into one object."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+
+ENV_NAMES = {
+    "db": "OYEZ_DB",
+    "node": "OYEZ_NODE",
+    "sweep_seconds": "OYEZ_SWEEP_SECONDS",
+    "watch_seconds": "OYEZ_WATCH_SECONDS",
+    "workers": "OYEZ_WORKERS",
+    "max_attempts": "OYEZ_MAX_ATTEMPTS",
+    "retry_base_seconds": "OYEZ_RETRY_BASE_SECONDS",
+    "retry_cap_seconds": "OYEZ_RETRY_CAP_SECONDS",
+    "lease_seconds": "OYEZ_LEASE_SECONDS",
+    "horizon_days": "OYEZ_HORIZON_DAYS",
+}
+
+
+class Settings(BaseModel):
+    """How the daemon runs; every field has an OYEZ_* variable (see .env.example)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db: str = "sqlite:///oyez.db"
+    node: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    sweep_seconds: float = Field(default=15.0, gt=0)
+    watch_seconds: float = Field(default=0.5, gt=0)
+    workers: int = Field(default=16, ge=1, le=256)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=30.0, gt=0)
+    retry_cap_seconds: float = Field(default=900.0, gt=0)
+    lease_seconds: float = Field(default=300.0, gt=0)
+    horizon_days: float = Field(default=7.0, gt=0)
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim protects a delivery from other daemons."""
+        return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def horizon(self) -> timedelta:
+        """How far ahead deliveries are put in the ledger and scheduled."""
+        return timedelta(days=self.horizon_days)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read OYEZ_* variables; explicit `overrides` (from the command line) win."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {k: env[v] for k, v in ENV_NAMES.items() if env.get(v)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError([
+                f"{ENV_NAMES.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]) from None

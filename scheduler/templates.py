@@ -1,0 +1,35 @@
+"""Message templates: `{field}` or `{field:format}` with a fixed set of fields, nothing else."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Any
+
+_formatter = string.Formatter()
+
+
+def fields_problem(template: str, allowed: frozenset[str]) -> str | None:
+    """Return why `template` is not acceptable, or None when it is."""
+    try:
+        parts = list(_formatter.parse(template))
+    except ValueError as exc:
+        return f"bad template: {exc} (write {{{{ and }}}} for literal braces)"
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in allowed:
+            return f"unknown template field {{{name}}} (allowed: {', '.join(sorted(allowed))})"
+        if conversion or (spec and ("{" in spec or "}" in spec)):
+            return f"template field {{{name}}} may only carry a plain format like {{{name}:%H:%M}}"
+    return None
+
+
+def render(template: str, values: Mapping[str, Any]) -> str:
+    """Fill `template` from `values`, by plain lookup and `format()` only."""
+    out: list[str] = []
+    for literal, name, spec, _ in _formatter.parse(template):
+        out.append(literal)
+        if name is not None:
+            out.append(format(values[name], spec or ""))
+    return "".join(out)
