@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,7 @@ from .errors import ConfigError
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
 TEMPLATE_FIELDS = frozenset({"title", "starts", "ends", "id", "link"})
 DEFAULT_GRACE = "15m"
+_M = TypeVar("_M", bound=BaseModel)
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -77,9 +78,9 @@ class _LiveEventSpec(_Timing):
 class _JobsFile(_Strict):
     version: int = 1
     timezone: str = "UTC"
-    targets: dict[Id, _TargetSpec]
-    posts: list[_PostSpec] = []
-    live_events: list[_LiveEventSpec] = []
+    targets: dict[Id, Any]  # each item is validated on its own, so every problem is reported
+    posts: list[Any] = []
+    live_events: list[Any] = []
 
 
 @dataclass(frozen=True)
@@ -234,30 +235,42 @@ class _Builder:
 
     def build(self, spec: _JobsFile, path: str, digest: str) -> Config:
         default_tz = self.zone(spec.timezone, ("timezone",)) or ZoneInfo("UTC")
-        targets = {
-            name: target
-            for name, target_spec in spec.targets.items()
-            if (target := self.target(name, target_spec)) is not None
-        }
+        targets = {}
+        for name, raw in spec.targets.items():
+            target_spec = self.validate(_TargetSpec, raw, ("targets", name))
+            if target_spec is not None and (target := self.target(name, target_spec)) is not None:
+                targets[name] = target
         if not spec.targets:
             self.fail(("targets",), "at least one target is required")
         seen: dict[str, yamlfile.Path] = {}
         posts = []
-        for i, post_spec in enumerate(spec.posts):
-            self.unique(post_spec.id, ("posts", i), seen)
-            post = self.post(post_spec, ("posts", i), default_tz, spec.targets)
-            if post is not None:
+        for i, raw in enumerate(spec.posts):
+            self.unique(raw, ("posts", i), seen)
+            post_spec = self.validate(_PostSpec, raw, ("posts", i))
+            if post_spec is not None and (post := self.post(post_spec, ("posts", i), default_tz,
+                                                            spec.targets)) is not None:
                 posts.append(post)
         events = []
-        for i, event_spec in enumerate(spec.live_events):
-            self.unique(event_spec.id, ("live_events", i), seen)
-            event = self.live_event(event_spec, ("live_events", i), default_tz, spec.targets)
-            if event is not None:
+        for i, raw in enumerate(spec.live_events):
+            self.unique(raw, ("live_events", i), seen)
+            event_spec = self.validate(_LiveEventSpec, raw, ("live_events", i))
+            if event_spec is not None and (event := self.live_event(
+                    event_spec, ("live_events", i), default_tz, spec.targets)) is not None:
                 events.append(event)
         return Config(path, digest, default_tz, targets, tuple(posts), tuple(events),
                       tuple(self.warnings))
 
-    def unique(self, job_id: str, path: yamlfile.Path, seen: dict[str, yamlfile.Path]) -> None:
+    def validate(self, model: type[_M], raw: Any, path: yamlfile.Path) -> _M | None:
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            self.problems.extend(_located(self.doc, exc, path))
+            return None
+
+    def unique(self, raw: Any, path: yamlfile.Path, seen: dict[str, yamlfile.Path]) -> None:
+        job_id = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(job_id, str):
+            return
         if job_id in seen:
             first = self.doc.where(seen[job_id])
             self.fail((*path, "id"), f"duplicate id {job_id!r} (first used at {first})")

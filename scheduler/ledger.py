@@ -201,6 +201,7 @@ class Ledger:
                     s.add(row)
                     result.cancelled.append(row)
             if preview:
+                s.expunge_all()  # keep the in-memory rows for the caller, write nothing
                 s.rollback()
                 return result
             if new_rows:

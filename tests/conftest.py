@@ -1,0 +1,138 @@
+"""Shared fixtures: the fake Graph server, jobs files, and the daemon as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fakegraph import FakeGraph
+
+from scheduler.ledger import Delivery, Ledger
+
+TOKEN = "EAAB-SECRET-CANARY"  # grep for this: it must never show up in output, logs or the DB
+TOKEN2 = "EAAB-OTHER-TOKEN-222"
+FAST_ENV = {
+    "OYEZ_SWEEP_SECONDS": "1",
+    "OYEZ_WATCH_SECONDS": "0.2",
+    "OYEZ_RETRY_BASE_SECONDS": "0.3",
+    "OYEZ_RETRY_CAP_SECONDS": "2",
+    "OYEZ_HTTP_TIMEOUT": "2",
+    "OYEZ_LOG_LEVEL": "DEBUG",
+}
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraph]:
+    """A fake Graph API with pages 111 and 222."""
+    with FakeGraph({"111": TOKEN, "222": TOKEN2}) as fake:
+        yield fake
+        assert fake.errors == []
+
+
+def iso(moment: datetime) -> str:
+    """An ISO 8601 instant with offset, to the millisecond."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def soon(seconds: float, base: datetime | None = None) -> datetime:
+    """The instant `seconds` after `base` (default: now)."""
+    return (base or datetime.now(UTC)) + timedelta(seconds=seconds)
+
+
+def targets_yaml(graph: FakeGraph, *pages: str) -> str:
+    """A `targets:` block with one facebook_page target per page id (tokens from env)."""
+    lines = ["targets:"]
+    for page in pages or ("111",):
+        lines += [f"  page{page}:", "    adapter: facebook_page", f'    page_id: "{page}"',
+                  f"    access_token: ${{TOKEN_{page}}}", f"    graph_url: {graph.url}"]
+    return "\n".join(lines) + "\n"
+
+
+class DaemonProcess:
+    """`oyez run` in a subprocess with its own working directory, log and database."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.db_path = workdir / "oyez.db"
+        self.db = f"sqlite:///{self.db_path}"
+        self.jobs = workdir / "jobs.yaml"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def write(self, text: str) -> None:
+        """Replace jobs.yaml the way editors do: write a temp file, then rename."""
+        tmp = self.workdir / ".jobs.yaml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.jobs)
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        self.runs += 1
+        log = open(self.workdir / f"daemon-{self.runs}.log", "wb")  # noqa: SIM115
+        out = open(self.workdir / f"daemon-{self.runs}.out", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scheduler", "run", "-c", str(self.jobs), "--db", self.db, *extra],
+            cwd=self.workdir, env={**self.env, **(env or {})}, stdout=out, stderr=log,
+        )
+        log.close()
+        out.close()
+        return self
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM and wait; return the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def log(self) -> str:
+        """Everything every run wrote to stderr."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("daemon-*.log")))
+
+    def out(self) -> str:
+        """Everything every run wrote to stdout."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("daemon-*.out")))
+
+    def wait_log(self, text: str, timeout: float = 15) -> bool:
+        """Wait until `text` appears in the log."""
+        return wait_until(lambda: text in self.log(), timeout)
+
+    def deliveries(self, dry_run: bool = False) -> list[Delivery]:
+        ledger = Ledger(self.db)
+        try:
+            return list(ledger.deliveries(dry_run=dry_run))
+        finally:
+            ledger.engine.dispose()
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll `check` until true or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A daemon runner in a fresh directory; whatever is left running is killed at the end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OYEZ_", "FB_"))}
+    env.update(FAST_ENV, TOKEN_111=TOKEN, TOKEN_222=TOKEN2, PYTHONUNBUFFERED="1")
+    proc = DaemonProcess(tmp_path, env)
+    yield proc
+    if proc.proc is not None and proc.proc.poll() is None:
+        proc.kill()

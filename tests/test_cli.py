@@ -1,0 +1,107 @@
+"""The `oyez` command as a user runs it: exit codes, output, help, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scheduler import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_ENV = {"FB_PAGE_ID": "123", "FB_PAGE_ACCESS_TOKEN": "EAAB-SECRET-CANARY"}
+
+
+def oyez(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scheduler", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", **(env or {})})
+
+
+def test_every_command_has_help_text() -> None:
+    parser = cli._parser()
+    [sub] = [a for a in parser._actions if a.dest == "command"]
+    commands = sub.choices  # type: ignore[attr-defined]
+    assert set(commands) == {"validate", "plan", "run", "history", "status", "diff"}
+    for name, command in commands.items():
+        assert command.description, name
+        for action in command._actions:
+            assert action.help, f"oyez {name} {action.option_strings}"
+
+
+def test_every_setting_is_in_env_example() -> None:
+    example = (ROOT / ".env.example").read_text()
+    used = set(re.findall(r"\b((?:OYEZ|FB)_[A-Z_]+)\b", "".join(
+        p.read_text() for p in [*ROOT.glob("scheduler/*.py"), *ROOT.glob("adapters/*.py")])))
+    assert used and {v for v in used if v not in example} == set()
+
+
+def test_validate_sample(tmp_path: Path) -> None:
+    result = oyez("validate", "-c", str(ROOT / "jobs.yaml"), cwd=tmp_path, env=SAMPLE_ENV)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r".*jobs\.yaml: OK: 1 target, 2 posts, 1 live event, \d+ occurrences? "
+                        r"in the next 30 days\n", result.stdout)
+
+
+def test_validate_reports_every_problem_located_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "jobs.yaml").write_text("""\
+targets:
+  p: {adapter: facebook_page, page_id: "1", access_token: "${MISSING_TOKEN}"}
+posts:
+  - id: a
+    at: 2026-13-01 09:00
+    message: hi
+  - id: a
+    at: 2027-01-01 09:00
+    message: hi
+    colour: blue
+""")
+    result = oyez("validate", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == sorted(lines, key=lambda line: int(line.split(":")[1]))
+    assert any(line.startswith("jobs.yaml:2: environment variable MISSING_TOKEN") for line in lines)
+    assert any(line.startswith("jobs.yaml:5: bad time") for line in lines)
+    assert any(line.startswith("jobs.yaml:7: duplicate id 'a'") for line in lines)
+    assert any(line.startswith("jobs.yaml:10: unknown key 'colour'") for line in lines)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = oyez("validate", "-c", "nope.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("nope.yaml:0: cannot read")
+
+
+def test_plan_json_lists_occurrences_with_status(tmp_path: Path) -> None:
+    result = oyez("plan", "-c", str(ROOT / "jobs.yaml"), "--from", "2027-01-12 00:00",
+                  "--until", "2027-01-15 00:00", "--json", cwd=tmp_path, env=SAMPLE_ENV)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["job"], r["part"]) for r in rows] == [
+        ("live-chat-announce", "post"), ("hate-crime-live-chat", "reminder-2d"),
+        ("hate-crime-live-chat", "reminder-1h"), ("hate-crime-live-chat", "start"),
+        ("hate-crime-live-chat", "end"),
+    ]
+    start = rows[3]
+    assert (start["local"], start["utc"]) == ("2027-01-14T18:00:00+00:00", "2027-01-14T18:00:00+00:00")
+    assert rows[1]["text"].startswith("Facebook live chat on hate crime: Thursday 6PM.")
+    assert {r["status"] for r in rows} == {"not yet in ledger"}
+    assert not (tmp_path / "oyez.db").exists()  # looking does not create a database
+    assert "EAAB-SECRET-CANARY" not in result.stdout + result.stderr
+
+
+def test_history_and_status_on_an_empty_directory(tmp_path: Path) -> None:
+    assert oyez("history", cwd=tmp_path).stdout.strip() == "the ledger is empty"
+    assert "has not run here yet" in oyez("status", cwd=tmp_path).stdout
+
+
+@pytest.mark.parametrize("argv", [["run", "-c", "missing.yaml"], ["plan", "--from", "tomorrow"]])
+def test_bad_input_exits_1_without_traceback(tmp_path: Path, argv: list[str]) -> None:
+    (tmp_path / "jobs.yaml").write_text((ROOT / "jobs.yaml").read_text())
+    result = oyez(*argv, cwd=tmp_path, env=SAMPLE_ENV)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and result.stderr.strip()

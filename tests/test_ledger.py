@@ -1,0 +1,172 @@
+"""The ledger on a real SQLite file: keys, sync, claim-then-send, fencing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler.ledger import Attempt, Ledger
+from scheduler.plan import Occurrence
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+WINDOW = (NOW - timedelta(days=1), NOW + timedelta(days=7))
+LEASE = timedelta(minutes=5)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    led = Ledger(f"sqlite:///{tmp_path / 'oyez.db'}")
+    yield led
+    led.engine.dispose()
+
+
+def occ(key: str, due: datetime = NOW, text: str = "hello", *, draft: bool = False) -> Occurrence:
+    return Occurrence(key=key, job_id=key.split(":")[1], part="post", target="page", due=due,
+                      deadline=due + timedelta(minutes=15), text=text, link=None, image=None,
+                      draft=draft, tz_name="Europe/London")
+
+
+def sync(ledger: Ledger, *occurrences: Occurrence, dry_run: bool = False, preview: bool = False,
+         now: datetime = NOW) -> tuple[list[str], list[str], list[str]]:
+    result = ledger.sync(occurrences, *WINDOW, dry_run=dry_run, now=now, digest="d", preview=preview)
+    return result.added, result.changed, [d.key for d in result.cancelled]
+
+
+def status(ledger: Ledger, dry_run: bool = False) -> dict[str, str]:
+    return {d.key: d.status for d in ledger.deliveries(dry_run=dry_run)}
+
+
+def send(ledger: Ledger, key: str, node: str = "n1", now: datetime = NOW) -> None:
+    [row] = [d for d in ledger.deliveries(dry_run=False) if d.key == key]
+    assert row.id is not None
+    claimed = ledger.claim(row.id, node, now, LEASE)
+    assert claimed is not None
+    assert ledger.finish(claimed, node, attempt(claimed.id or 0, now), status="sent", remote_id="1_2")
+
+
+def attempt(delivery_id: int, now: datetime) -> Attempt:
+    return Attempt(delivery_id=delivery_id, number=1, node="n1", started_at=now, finished_at=now,
+                   outcome="sent", lateness_ms=0)
+
+
+def test_sync_adds_changes_cancels_and_restores(ledger: Ledger) -> None:
+    assert sync(ledger, occ("post:a:page"), occ("post:b:page")) == (["post:a:page", "post:b:page"], [], [])
+    assert sync(ledger, occ("post:a:page"), occ("post:b:page")) == ([], [], [])
+    assert sync(ledger, occ("post:a:page", text="fixed typo")) == ([], ["post:a:page"], ["post:b:page"])
+    assert status(ledger) == {"post:a:page": "pending", "post:b:page": "cancelled"}
+    [a] = [d for d in ledger.deliveries(dry_run=False) if d.key == "post:a:page"]
+    assert a.text == "fixed typo"
+    assert sync(ledger, occ("post:a:page", text="fixed typo"), occ("post:b:page")) == (["post:b:page"], [], [])
+    assert status(ledger)["post:b:page"] == "pending"
+
+
+def test_draft_is_planned_but_never_enters_the_ledger(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page", draft=True))
+    assert status(ledger) == {}
+
+
+def test_moved_one_off_post_that_went_out_is_not_sent_again(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page"))
+    send(ledger, "post:a:page")
+    result = ledger.sync([occ("post:a:page", due=NOW + timedelta(days=1))], *WINDOW, dry_run=False,
+                         now=NOW, digest="d")
+    assert result.added == [] and result.resend_refused == ["post:a:page"]
+    assert status(ledger) == {"post:a:page": "sent"}
+
+
+def test_moved_live_event_gets_fresh_reminders_and_keeps_sent_ones(ledger: Ledger) -> None:
+    old = "2026-11-26T18:00:00Z"
+    new = "2026-11-27T18:00:00Z"
+    sync(ledger, occ(f"live:chat:reminder-2d:{old}:page"), occ(f"live:chat:reminder-1h:{old}:page",
+                                                              NOW + timedelta(hours=5)))
+    send(ledger, f"live:chat:reminder-2d:{old}:page")
+    added, _, cancelled = sync(ledger, occ(f"live:chat:reminder-1h:{new}:page", NOW + timedelta(days=1)))
+    assert added == [f"live:chat:reminder-1h:{new}:page"]
+    assert cancelled == [f"live:chat:reminder-1h:{old}:page"]
+    assert status(ledger)[f"live:chat:reminder-2d:{old}:page"] == "sent"
+
+
+def test_recurring_posts_are_keyed_by_instant(ledger: Ledger) -> None:
+    keys = [f"cron:tip:page:2026-11-{day}T09:00:00Z" for day in (25, 26)]
+    sync(ledger, *(occ(k) for k in keys))
+    send(ledger, keys[0])
+    assert status(ledger) == {keys[0]: "sent", keys[1]: "pending"}
+
+
+def test_preview_writes_nothing(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page"))
+    assert sync(ledger, occ("post:b:page"), preview=True) == (["post:b:page"], [], ["post:a:page"])
+    assert status(ledger) == {"post:a:page": "pending"}
+
+
+def test_dry_run_rows_do_not_touch_real_ones(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page"), dry_run=True)
+    sync(ledger, occ("post:a:page"))
+    [dry] = ledger.deliveries(dry_run=True)
+    assert dry.id is not None
+    assert ledger.claim(dry.id, "n1", NOW, LEASE) is not None
+    assert status(ledger, dry_run=True) == {"post:a:page": "sending"}
+    assert status(ledger) == {"post:a:page": "pending"}
+
+
+def test_only_one_of_many_racing_claims_wins(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page"))
+    [row] = ledger.deliveries(dry_run=False)
+    assert row.id is not None
+    delivery_id = row.id
+    barrier = threading.Barrier(12)
+    wins: list[str] = []
+
+    def claim(node: str) -> None:
+        barrier.wait()
+        if ledger.claim(delivery_id, node, NOW, LEASE) is not None:
+            wins.append(node)
+
+    threads = [threading.Thread(target=claim, args=(f"node{i}",)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    [row] = ledger.deliveries(dry_run=False)
+    assert (row.status, row.claimed_by, row.attempts) == ("sending", wins[0], 1)
+
+
+@pytest.mark.parametrize("now, next_attempt", [
+    (NOW - timedelta(seconds=1), None),  # not yet due
+    (NOW + timedelta(minutes=15), None),  # at the deadline: too late
+    (NOW, NOW + timedelta(seconds=30)),  # waiting for its retry time
+])
+def test_claim_refuses_what_is_not_sendable(ledger: Ledger, now: datetime,
+                                            next_attempt: datetime | None) -> None:
+    sync(ledger, occ("post:a:page"))
+    [row] = ledger.deliveries(dry_run=False)
+    assert row.id is not None
+    if next_attempt is not None:
+        ledger.defer(row.id, next_attempt, NOW)
+    assert ledger.claim(row.id, "n1", now, LEASE) is None
+
+
+def test_outcome_is_fenced_by_the_claim(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page"))
+    [row] = ledger.deliveries(dry_run=False)
+    assert row.id is not None
+    mine = ledger.claim(row.id, "n1", NOW, LEASE)
+    assert mine is not None
+    assert ledger.release(mine, NOW + LEASE * 2, "abandoned")  # another daemon gave up on n1
+    assert not ledger.finish(mine, "n1", attempt(row.id, NOW), status="sent")
+    [row] = ledger.deliveries(dry_run=False)
+    assert (row.status, row.uncertain) == ("retry", True)
+    assert ledger.attempts(row.id) == []
+
+
+def test_expire_marks_missed_with_how_late(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page"), occ("post:b:page", NOW + timedelta(hours=1)))
+    missed = ledger.expire(NOW + timedelta(minutes=20), dry_run=False)
+    assert [d.key for d in missed] == ["post:a:page"]
+    assert status(ledger) == {"post:a:page": "missed", "post:b:page": "pending"}
+    assert missed[0].error is not None and "20m00s late" in missed[0].error
