@@ -32,7 +32,7 @@ def check_base_url(url: str) -> str:
     loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
         raise ValueError(f"graph_url must be https (http only for localhost), got {url!r}")
-    if not parts.hostname or parts.query or parts.username:
+    if not parts.hostname or "?" in url or "#" in url or "@" in parts.netloc:
         raise ValueError(f"graph_url must be a plain base URL, got {url!r}")
     return url.rstrip("/")
 
@@ -97,6 +97,9 @@ class FacebookPage:
     def check(self) -> str:
         """Return the page's name as the token sees it."""
         resp = self._call("GET", "/me", params={"fields": "id,name"})
+        if str(resp.body.get("id")) != self.page_id:
+            raise AuthError(f"page {self.page_id}: the access token belongs to "
+                            f"{redact(str(resp.body.get('id')))[:40]}, not to this page")
         return str(resp.body.get("name", self.page_id))
 
     def _call(self, method: str, path: str, *, data: dict[str, str] | None = None,

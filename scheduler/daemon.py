@@ -29,7 +29,7 @@ from adapters import http as web
 from . import clock, config, plan
 from .delivery import Publisher
 from .errors import ConfigError
-from .ledger import Delivery, Ledger, Reload, SyncResult
+from .ledger import Delivery, Ledger, Reload, SyncResult, safe_url
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Daemon:
             self._install_signals()
             self.scheduler.resume()
             log.info("oyez running%s on %s (node %s); watching %s",
-                     " in DRY-RUN mode" if self.dry_run else "", _safe_url(self.settings.db),
+                     " in DRY-RUN mode" if self.dry_run else "", safe_url(self.settings.db),
                      self.settings.node, self.path)
             while not self.stop.wait(self.settings.watch_seconds):
                 self.watch()
@@ -252,11 +252,3 @@ def _abandoned(row: Delivery, now: datetime, node: str) -> bool:
         return False
     return False
 
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password."""
-    head, sep, tail = url.partition("@")
-    if not sep:
-        return url
-    scheme, _, creds = head.partition("://")
-    return f"{scheme}://{creds.partition(':')[0]}:***@{tail}"

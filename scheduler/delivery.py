@@ -130,8 +130,10 @@ class Publisher:
         lateness_ms = int((started - row.due_at).total_seconds() * 1000)
         message = Message(row.text, row.link, row.image)
         try:
-            if self.dry_run or adapter is None:
+            if self.dry_run:
                 outcome, published = "dry-run", self._print(row, message)
+            elif adapter is None:
+                raise PermanentError(f"target {row.target} is not defined in jobs.yaml")
             else:
                 outcome, published = self._send(adapter, row, message)
         except PublishError as exc:

@@ -10,6 +10,7 @@ daemons on one database (SQLite or PostgreSQL).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,8 +27,10 @@ from sqlalchemy import (
     or_,
     update,
 )
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+from .errors import OyezError
 from .plan import Occurrence
 
 log = logging.getLogger(__name__)
@@ -143,8 +146,16 @@ class Ledger:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        SQLModel.metadata.create_all(self.engine)
+        try:
+            self.engine = make_engine(url)
+            try:
+                SQLModel.metadata.create_all(self.engine)
+            except OperationalError:  # another daemon created the tables at the same moment
+                time.sleep(0.2)
+                SQLModel.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise OyezError(f"cannot open the ledger database {safe_url(url)}: "
+                            f"{type(exc).__name__}: {exc.args[0] if exc.args else ''}") from None
 
     def session(self) -> Session:
         """A new session (one per unit of work, per thread)."""
@@ -382,3 +393,12 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+def safe_url(url: str) -> str:
+    """A database URL without its password."""
+    head, sep, tail = url.partition("@")
+    if not sep:
+        return url
+    scheme, _, creds = head.partition("://")
+    return f"{scheme}://{creds.partition(':')[0]}:***@{tail}"

@@ -60,7 +60,8 @@ def test_sync_adds_changes_cancels_and_restores(ledger: Ledger) -> None:
     assert status(ledger) == {"post:a:page": "pending", "post:b:page": "cancelled"}
     [a] = [d for d in ledger.deliveries(dry_run=False) if d.key == "post:a:page"]
     assert a.text == "fixed typo"
-    assert sync(ledger, occ("post:a:page", text="fixed typo"), occ("post:b:page")) == (["post:b:page"], [], [])
+    restored = sync(ledger, occ("post:a:page", text="fixed typo"), occ("post:b:page"))
+    assert restored == (["post:b:page"], [], [])
     assert status(ledger)["post:b:page"] == "pending"
 
 
