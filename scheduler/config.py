@@ -186,6 +186,10 @@ def parse(raw: bytes, *, name: str = "jobs.yaml", path: str = "jobs.yaml",
     doc = yamlfile.load(text, name)
     if not isinstance(doc.data, dict):
         raise ConfigError([f"{name}:1: expected a mapping with targets, posts and live_events"])
+    if "posts" not in doc.data and "live_events" not in doc.data:
+        # a file cut short while being saved looks like this; say `posts: []` to mean "none"
+        raise ConfigError([f"{name}:1: no posts: or live_events: section "
+                           "(write `posts: []` to have no posts on purpose)"])
     try:
         spec = _JobsFile.model_validate(doc.data)
     except ValidationError as exc:
