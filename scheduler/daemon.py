@@ -71,6 +71,7 @@ class Daemon:
                 log.error("%s", problem)
             log.error("not starting: fix %s and run again", self.path)
             return 1
+        warn_if_readable(self.path, Path(".env"))
         self.scheduler.start(paused=True)
         try:
             self.apply(first, reason="start")
@@ -252,3 +253,15 @@ def _abandoned(row: Delivery, now: datetime, node: str) -> bool:
         return False
     return False
 
+
+
+def warn_if_readable(*paths: Path) -> None:
+    """Warn about files other users on this server can read (tokens live in .env)."""
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o044:
+            log.warning("%s is readable by other users on this server; fix: chmod 600 %s",
+                        path, path)

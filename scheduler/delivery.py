@@ -62,10 +62,13 @@ class Publisher:
         """Use these targets from now on; rebuild adapters whose settings changed."""
         refused = self.ledger.unhealthy()
         with self._lock:
+            self._adapters = {
+                name: self._adapters[name] if name in self._targets
+                and self._targets[name].fingerprint == target.fingerprint
+                else adapters.get(target.adapter)(target.settings, self.http)
+                for name, target in targets.items()
+            }
             for name, target in targets.items():
-                old = self._targets.get(name)
-                if old is None or old.fingerprint != target.fingerprint:
-                    self._adapters[name] = adapters.get(target.adapter)(target.settings, self.http)
                 health = refused.get(name)
                 if health is not None and health.fingerprint == target.fingerprint:
                     if name not in self._unhealthy:
