@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("diff", "Show what a candidate jobs.yaml would add, cancel and change.")
     p.set_defaults(func=cmd_diff)
+
+    p = command("check", "Ask each target's network whether its credentials work.", db=False)
+    p.set_defaults(func=cmd_check)
     return parser
 
 
@@ -157,3 +160,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, strict_env=False)
     print(report.diff_text(cfg, _settings(args).db))
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    results = report.check_targets(config.load(args.config))
+    for name, ok, detail in results:
+        print(f"{name}: {'OK' if ok else 'FAILED'}: {detail}")
+    return 0 if all(ok for _, ok, _ in results) else 1

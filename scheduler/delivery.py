@@ -62,18 +62,13 @@ class Publisher:
         """Use these targets from now on; rebuild adapters whose settings changed."""
         refused = self.ledger.unhealthy()
         with self._lock:
-            self._adapters = {
-                name: self._adapters[name] if name in self._targets
-                and self._targets[name].fingerprint == target.fingerprint
-                else adapters.get(target.adapter)(target.settings, self.http)
-                for name, target in targets.items()
-            }
+            self._adapters = {name: self._adapter(name, target) for name, target in targets.items()}
             for name, target in targets.items():
                 health = refused.get(name)
                 if health is not None and health.fingerprint == target.fingerprint:
                     if name not in self._unhealthy:
                         log.error("target %s is unhealthy since %s: %s — its posts wait until the "
-                                  "token is fixed (update .env, then restart or reload)",
+                                  "token is fixed (update .env, then restart oyez)",
                                   name, f"{health.since:%Y-%m-%d %H:%M}Z", health.reason)
                     self._unhealthy[name] = health.reason
                 else:
@@ -82,6 +77,12 @@ class Publisher:
                         self.ledger.set_healthy(name)
                     self._unhealthy.pop(name, None)
             self._targets = dict(targets)
+
+    def _adapter(self, name: str, target: Target) -> Adapter:
+        old = self._targets.get(name)
+        if old is not None and old.fingerprint == target.fingerprint:
+            return self._adapters[name]  # unchanged: keep it
+        return adapters.get(target.adapter)(target.settings, self.http)
 
     def is_unhealthy(self, target: str) -> bool:
         """True while `target`'s credentials are known to be refused."""

@@ -9,7 +9,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import adapters
+from adapters import http as web
+
 from . import clock, config, plan
+from .errors import PublishError
 from .ledger import Delivery, Ledger
 from .settings import Settings
 
@@ -186,3 +190,16 @@ def diff_text(cfg: config.Config, db: str) -> str:
     lines += [f"! {k} was already sent; moving it will not send it again (give it a new id)"
               for k in result.resend_refused]
     return "\n".join(lines) or "no changes"
+
+
+def check_targets(cfg: config.Config) -> list[tuple[str, bool, str]]:
+    """(target, ok, account name or error) for every target, asking its network."""
+    results = []
+    with web.session() as http:
+        for name, target in cfg.targets.items():
+            try:
+                who = adapters.get(target.adapter)(target.settings, http).check()
+                results.append((name, True, who))
+            except PublishError as exc:
+                results.append((name, False, str(exc)))
+    return results

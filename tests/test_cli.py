@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TOKEN, TOKEN2, targets_yaml
+from fakegraph import FakeGraph
 
 from scheduler import cli
 
@@ -25,7 +27,7 @@ def test_every_command_has_help_text() -> None:
     parser = cli._parser()
     [sub] = [a for a in parser._actions if a.dest == "command"]
     commands = sub.choices  # type: ignore[attr-defined]
-    assert set(commands) == {"validate", "plan", "run", "history", "status", "diff"}
+    assert set(commands) == {"validate", "plan", "run", "history", "status", "diff", "check"}
     for name, command in commands.items():
         assert command.description, name
         for action in command._actions:
@@ -105,3 +107,18 @@ def test_bad_input_exits_1_without_traceback(tmp_path: Path, argv: list[str]) ->
     result = oyez(*argv, cwd=tmp_path, env=SAMPLE_ENV)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
+def test_check_asks_each_target(tmp_path: Path, graph: FakeGraph) -> None:
+    graph.set_token("222", "EAAB-ROTATED")
+    (tmp_path / "jobs.yaml").write_text(targets_yaml(graph, "111", "222") + "posts: []\n")
+    result = oyez("check", cwd=tmp_path, env={"TOKEN_111": TOKEN, "TOKEN_222": TOKEN2})
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "page111: OK: Fake Page 111",
+        "page222: FAILED: page 222: HTTP 400, Graph error 190/460: Error validating access token: "
+        "The session is invalid because the user logged out. (fbtrace_id "
+        + graph.received[-1].response["error"]["fbtrace_id"]  # type: ignore[index]
+        + "). Fix: issue a new Page access token and update it in .env",
+    ]
+    assert TOKEN not in result.stdout + result.stderr
