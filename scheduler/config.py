@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.base import BaseTrigger
 from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints, ValidationError
 
 import adapters
@@ -106,7 +106,7 @@ class Post:
     grace: timedelta
     draft: bool
     at: datetime | None = None
-    cron: CronTrigger | None = field(default=None, compare=False)
+    cron: BaseTrigger | None = field(default=None, compare=False)
     cron_text: str | None = None
     until: datetime | None = None
 
@@ -193,12 +193,17 @@ def parse(raw: bytes, *, name: str = "jobs.yaml", path: str = "jobs.yaml",
     try:
         spec = _JobsFile.model_validate(doc.data)
     except ValidationError as exc:
-        raise ConfigError(_located(doc, exc)) from None
+        raise ConfigError([_one_line(p) for p in _located(doc, exc)]) from None
     builder = _Builder(doc, os.environ if env is None else env, strict_env)
     config = builder.build(spec, path, hashlib.sha256(raw).hexdigest())
     if builder.problems:
-        raise ConfigError(sorted(set(builder.problems), key=_line_order))
+        raise ConfigError(sorted({_one_line(p) for p in builder.problems}, key=_line_order))
     return config
+
+
+def _one_line(problem: str) -> str:
+    """Keep each problem on one line, whatever the file's values contain."""
+    return problem.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _line_order(problem: str) -> tuple[int, str]:
@@ -238,6 +243,8 @@ class _Builder:
         self.problems.append(f"{self.doc.where(path)}: {message}")
 
     def build(self, spec: _JobsFile, path: str, digest: str) -> Config:
+        if spec.version != 1:
+            self.fail(("version",), f"unsupported schema version {spec.version} (this oyez reads 1)")
         default_tz = self.zone(spec.timezone, ("timezone",)) or ZoneInfo("UTC")
         targets = {}
         for name, raw in spec.targets.items():
@@ -265,11 +272,19 @@ class _Builder:
                       tuple(self.warnings))
 
     def validate(self, model: type[_M], raw: Any, path: yamlfile.Path) -> _M | None:
+        """Validate one item's shape; after unknown keys alone, go on so its other problems show."""
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
             self.problems.extend(_located(self.doc, exc, path))
-            return None
+            errors = exc.errors(include_url=False)
+            if not all(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in errors):
+                return None
+            unknown = {e["loc"][0] for e in errors}
+            try:
+                return model.model_validate({k: v for k, v in raw.items() if k not in unknown})
+            except ValidationError:
+                return None
 
     def unique(self, raw: Any, path: yamlfile.Path, seen: dict[str, yamlfile.Path]) -> None:
         job_id = raw.get("id") if isinstance(raw, dict) else None
@@ -296,11 +311,16 @@ class _Builder:
             self.fail((*path, "adapter"), f"unknown adapter {spec.adapter!r} "
                       f"(known: {', '.join(adapters.names())})")
             return None
-        raw = {key: self.expand(value, (*path, key)) for key, value in (spec.model_extra or {}).items()}
+        expanded: dict[str, str] = {}
+        raw = {key: self.expand(value, (*path, key), expanded)
+               for key, value in (spec.model_extra or {}).items()}
         try:
             settings = adapter.Settings.model_validate(raw)
         except ValidationError as exc:
-            self.problems.extend(_located(self.doc, exc, path))
+            for problem in _located(self.doc, exc, path):  # never echo a value from the environment
+                for var, value in sorted(expanded.items(), key=lambda kv: -len(kv[1])):
+                    problem = problem.replace(value, f"${{{var}}}") if len(value) >= 3 else problem
+                self.problems.append(problem)
             return None
         fingerprint = hashlib.sha256(repr(sorted(_revealed(settings).items())).encode()).hexdigest()
         for value in settings.__dict__.values():
@@ -308,14 +328,15 @@ class _Builder:
                 secrets.register(value.get_secret_value())
         return Target(name, spec.adapter, settings, fingerprint[:16])
 
-    def expand(self, value: Any, path: yamlfile.Path) -> Any:
-        """Replace ${VAR} from the environment; only target settings get this."""
+    def expand(self, value: Any, path: yamlfile.Path, expanded: dict[str, str]) -> Any:
+        """Replace ${VAR} from the environment (only target settings get this)."""
         if not isinstance(value, str):
             return value
 
         def lookup(match: re.Match[str]) -> str:
             var = match.group(1)
             if var in self.env:
+                expanded[var] = self.env[var]
                 return self.env[var]
             if self.strict_env:
                 self.fail(path, f"environment variable {var} is not set (set it or add it to .env)")

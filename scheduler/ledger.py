@@ -27,7 +27,7 @@ from sqlalchemy import (
     or_,
     update,
 )
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from .errors import OyezError
@@ -171,6 +171,13 @@ class Ledger:
         With `preview`, nothing is written: the result says what would happen.
         """
         wanted = {o.key: o for o in occurrences if not o.draft}
+        try:
+            return self._sync(wanted, end, dry_run=dry_run, now=now, digest=digest, preview=preview)
+        except IntegrityError:  # another daemon inserted the same deliveries: look again
+            return self._sync(wanted, end, dry_run=dry_run, now=now, digest=digest, preview=preview)
+
+    def _sync(self, wanted: dict[str, Occurrence], end: datetime, *, dry_run: bool, now: datetime,
+              digest: str, preview: bool) -> SyncResult:
         result = SyncResult()
         with self.session() as s:
             rows: dict[str, Delivery] = {}
@@ -386,11 +393,18 @@ def make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # Take the write lock up front: a read that later writes would otherwise
+        # fail at once (SQLITE_BUSY) when another daemon wrote in between.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -90,6 +90,7 @@ def history_rows(db: str, limit: int, dry_run: bool = False) -> list[dict[str, A
             "due": _iso(d.due_at), "status": _status(d, unhealthy), "attempts": d.attempts,
             "remote_id": d.remote_id, "error": d.error, "sent_at": _iso(d.sent_at),
             "lateness_ms": d.lateness_ms, "dry_run": d.dry_run, "text": d.text,
+            "config_digest": d.config_digest,
         }
         for d in ledger.deliveries(dry_run=dry_run, limit=limit)
     ]

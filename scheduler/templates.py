@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,8 @@ def fields_problem(template: str, allowed: frozenset[str]) -> str | None:
             return f"unknown template field {{{name}}} (allowed: {', '.join(sorted(allowed))})"
         if conversion or (spec and ("{" in spec or "}" in spec)):
             return f"template field {{{name}}} may only carry a plain format like {{{name}:%H:%M}}"
+        if spec and re.search(r"\d{4,}", spec):
+            return f"template field {{{name}}}: format width too large"
     return None
 
 

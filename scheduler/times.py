@@ -6,11 +6,15 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 _DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_CRON_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+MIN_YEAR, MAX_YEAR = 1970, 2200  # keeps every time ± any duration inside datetime's range
+MAX_DURATION_DAYS = 3660
+_CRON_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 
 
 def zone(name: str) -> ZoneInfo:
@@ -27,6 +31,8 @@ def duration(text: str) -> timedelta:
     if not compact or _DURATION.sub("", compact).strip():
         raise ValueError(f"bad duration {text!r} (use e.g. 30s, 15m, 2h, 2d)")
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(compact))
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"duration {text!r} is longer than {MAX_DURATION_DAYS} days")
     return timedelta(seconds=seconds)
 
 
@@ -44,6 +50,8 @@ def instant(text: str, tz: ZoneInfo) -> datetime:
         ) from None
     if len(text.strip()) <= 10:
         raise ValueError(f"bad time {text!r}: a time of day is required (e.g. {text} 09:00)")
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        raise ValueError(f"time {text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
     if parsed.tzinfo is not None:
         return parsed.astimezone(UTC)
     local = parsed.replace(tzinfo=tz)
@@ -61,48 +69,89 @@ def day_end(text: str, tz: ZoneInfo) -> datetime:
             day = date.fromisoformat(stripped)
         except ValueError:
             raise ValueError(f"bad date {text!r} (use YYYY-MM-DD)") from None
+        if not MIN_YEAR <= day.year <= MAX_YEAR:
+            raise ValueError(f"date {text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
         start = datetime(day.year, day.month, day.day, tzinfo=tz) + timedelta(days=1)
         return start.astimezone(UTC)
     return instant(stripped, tz)
 
 
-def cron(expr: str, tz: ZoneInfo) -> CronTrigger:
-    """Build a trigger from a five-field crontab line (0 and 7 are Sunday, as in cron)."""
+def cron(expr: str, tz: ZoneInfo) -> BaseTrigger:
+    """Build a trigger from a five-field crontab line, with crontab's meaning.
+
+    Days of the week are 0-7 with 0 and 7 Sunday (APScheduler 3 counts from
+    Monday), and when both day-of-month and day-of-week are restricted a day
+    matching either fires, as in cron.
+    """
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"bad cron {expr!r}: expected 5 fields, got {len(fields)}")
-    fields[4] = re.sub(r"\d+", lambda m: _day_name(str(m.group())), fields[4])
+    minute, hour, day, month, weekday = fields
     try:
-        return CronTrigger(
-            minute=fields[0], hour=fields[1], day=fields[2], month=fields[3],
-            day_of_week=fields[4], timezone=tz,
-        )
+        days = _weekdays(weekday)
+
+        def trigger(day: str, day_of_week: str) -> CronTrigger:
+            return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                               day_of_week=day_of_week, timezone=tz)
+
+        if day != "*" and weekday != "*":
+            return OrTrigger([trigger(day, "*"), trigger("*", days)])
+        return trigger(day, days)
     except ValueError as exc:
         raise ValueError(f"bad cron {expr!r}: {exc}") from None
 
 
-def _day_name(number: str) -> str:
-    if int(number) > 7:
-        raise ValueError(f"day of week {number} is out of range 0-7")
-    return _CRON_DAYS[int(number)]
+def _weekdays(field: str) -> str:
+    """A crontab day-of-week field as APScheduler day names ('*' stays '*')."""
+    if field == "*":
+        return field
+    chosen: set[int] = set()
+    for item in field.lower().split(","):
+        base, _, step_text = item.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        if step_text and step is None:
+            raise ValueError(f"bad step in day of week {item!r}")
+        if base == "*":
+            low, high = 0, 6
+        else:
+            first, _, last = base.partition("-")
+            low = _weekday(first)
+            high = _weekday(last) if last else (6 if step else low)
+            if high < low:
+                high += 7
+        chosen.update(d % 7 for d in range(low, high + 1, step or 1))
+    return ",".join(_CRON_DAYS[d] for d in sorted(chosen))
 
 
-def fire_times(trigger: CronTrigger, start: datetime, end: datetime) -> list[datetime]:
+def _weekday(text: str) -> int:
+    if text.isdigit() and int(text) <= 7:
+        return int(text) % 7
+    if text[:3] in _CRON_DAYS and len(text) == 3:
+        return _CRON_DAYS.index(text)
+    raise ValueError(f"bad day of week {text!r} (use 0-7 or sun-sat)")
+
+
+def fire_times(trigger: BaseTrigger, start: datetime, end: datetime) -> list[datetime]:
     """Every fire time of `trigger` in [start, end), as aware UTC datetimes.
 
-    On the day clocks go back a wall-clock time happens twice; it fires once
-    (the first time), so a daily 01:30 post is not sent twice.
+    On the day clocks go back a wall-clock time happens twice; it fires only
+    the first time, so a daily 01:30 post is sent once, whatever the window.
     """
     times: list[datetime] = []
-    seen_wall: set[datetime] = set()
     fire = trigger.get_next_fire_time(None, start)
     while fire is not None and fire < end:
-        wall = fire.replace(tzinfo=None)
-        if wall not in seen_wall:
-            seen_wall.add(wall)
+        if not _repeated_wall_time(fire):
             times.append(fire.astimezone(UTC))
         fire = trigger.get_next_fire_time(fire, fire)
     return times
+
+
+def _repeated_wall_time(moment: datetime) -> bool:
+    """True for the second pass of a wall-clock time on the day clocks go back."""
+    tz = moment.tzinfo
+    local = moment.astimezone(tz)
+    first = local.replace(fold=0).astimezone(UTC)
+    return local.fold == 1 and first != moment.astimezone(UTC)
 
 
 def short(delta: timedelta) -> str:

@@ -1,7 +1,8 @@
 """Safe YAML loading that remembers the line of every value.
 
 Only plain data is built: no Python tags, a size cap, and a cap on the
-values produced so aliases cannot blow up ("billion laughs").
+values produced (an alias counts each time it is used), so a "billion
+laughs" file is refused at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from .errors import ConfigError
 
 Path = tuple[str | int, ...]
 MAX_BYTES = 4 * 1024 * 1024
-MAX_VALUES = 2_000_000
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALAR_TAGS = {
@@ -25,6 +25,7 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:timestamp",
 }
+_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _constructor = yaml.constructor.SafeConstructor()
 
 
@@ -53,13 +54,17 @@ def load(text: str, name: str) -> Document:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         raise ConfigError([f"{name}:{line}: YAML syntax error: {exc.problem or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{name}:1: YAML error: {exc}"]) from None
+    except yaml.YAMLError as exc:  # e.g. a control character: has a position, not a mark
+        position = getattr(exc, "position", 0) or 0
+        line = text.count("\n", 0, position) + 1
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise ConfigError([f"{name}:{line}: YAML error: {reason}"]) from None
     if node is None:
         raise ConfigError([f"{name}:1: file is empty"])
     lines: dict[Path, int] = {}
     problems: list[str] = []
-    budget = [MAX_VALUES]
+    # without aliases a document cannot hold more values than it has characters
+    budget = [len(text) + 100]
     data = _convert(node, (), lines, problems, budget, name)
     if problems:
         raise ConfigError(problems)
@@ -79,7 +84,10 @@ def _convert(
     budget[0] -= 1
     if budget[0] < 0:
         if budget[0] == -1:
-            problems.append(f"{name}:{line}: too many values (alias expansion?)")
+            problems.append(f"{name}:{line}: too many values: aliases (*name) expand too far")
+        return None
+    if isinstance(node, yaml.CollectionNode) and node.tag not in _COLLECTION_TAGS:
+        problems.append(f"{name}:{line}: unsupported YAML tag {node.tag!r}")
         return None
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}

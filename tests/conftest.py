@@ -55,6 +55,18 @@ def targets_yaml(graph: FakeGraph, *pages: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def posts_yaml(count: int, start: datetime, spacing: float, *, targets: tuple[str, ...] = ("page111",),
+               grace: str | None = None, prefix: str = "p") -> str:
+    lines = ["posts:"]
+    for i in range(count):
+        lines += [f"  - id: {prefix}{i}", f"    at: {iso(start + timedelta(seconds=i * spacing))}",
+                  f"    message: {prefix} post number {i}", f"    targets: [{', '.join(targets)}]"]
+        if grace:
+            lines.append(f"    grace: {grace}")
+    return "\n".join(lines) + "\n"
+
+
+
 class DaemonProcess:
     """`oyez run` in a subprocess with its own working directory, log and database."""
 
@@ -108,6 +120,12 @@ class DaemonProcess:
     def wait_log(self, text: str, timeout: float = 15) -> bool:
         """Wait until `text` appears in the log."""
         return wait_until(lambda: text in self.log(), timeout)
+
+    def cli(self, *args: str, db: bool = True, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run another `oyez` command next to the daemon, with its environment and database."""
+        return subprocess.run([sys.executable, "-m", "scheduler", *args, *(["--db", self.db] if db else [])],
+                              cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=60,
+                              check=check)
 
     def deliveries(self, dry_run: bool = False) -> list[Delivery]:
         ledger = Ledger(self.db)

@@ -6,26 +6,16 @@ every post goes out once, on time or knowingly late, and the ledger says so.
 
 from __future__ import annotations
 
+import json
 import random
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from conftest import TOKEN2, DaemonProcess, iso, soon, targets_yaml, wait_until
+from conftest import TOKEN2, DaemonProcess, iso, posts_yaml, soon, targets_yaml, wait_until
 from fakegraph import FakeGraph, Fault
 
 from scheduler.ledger import Ledger
 from scheduler.plan import Occurrence
-
-
-def posts_yaml(count: int, start: datetime, spacing: float, *, targets: tuple[str, ...] = ("page111",),
-               grace: str | None = None, prefix: str = "p") -> str:
-    lines = ["posts:"]
-    for i in range(count):
-        lines += [f"  - id: {prefix}{i}", f"    at: {iso(start + timedelta(seconds=i * spacing))}",
-                  f"    message: {prefix} post number {i}", f"    targets: [{', '.join(targets)}]"]
-        if grace:
-            lines.append(f"    grace: {grace}")
-    return "\n".join(lines) + "\n"
 
 
 def messages(graph: FakeGraph, page: str | None = None) -> list[str]:
@@ -91,8 +81,12 @@ def test_bad_token_holds_that_target_only_until_fixed(graph: FakeGraph, daemon: 
     rows = {(d.job_id, d.target): d for d in daemon.deliveries()}
     assert all(rows[(f"p{i}", "page222")].status == "pending" for i in range(4))
     assert daemon.log().count("target page222 is unhealthy") == 1
-    history = daemon_cli(daemon, "history")
+    history = daemon.cli("history").stdout
     assert history.count("pending (target unhealthy)") == 4 and history.count(" sent ") == 4
+    plan = json.loads(daemon.cli("plan", "-c", str(daemon.jobs), "--json",
+                                 "--from", iso(soon(-60))).stdout)
+    assert sorted({(r["target"], r["status"]) for r in plan}) == [
+        ("page111", "sent"), ("page222", "pending (target unhealthy)")]
     assert daemon.stop() == 0
 
     # the same bad token after a restart: still held, still no requests
@@ -108,15 +102,6 @@ def test_bad_token_holds_that_target_only_until_fixed(graph: FakeGraph, daemon: 
     assert sorted(messages(graph, "222")) == sorted(f"p post number {i}" for i in range(4))
     assert set(statuses(daemon).values()) == {"sent"}
     assert TOKEN2 not in daemon.log()
-
-
-def daemon_cli(daemon: DaemonProcess, *args: str) -> str:
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "scheduler", *args, "--db", daemon.db],
-                          cwd=daemon.workdir, capture_output=True, text=True, timeout=60,
-                          check=True).stdout
 
 
 def test_started_late_sends_within_grace_and_misses_beyond(graph: FakeGraph, daemon: DaemonProcess) -> None:
@@ -154,7 +139,7 @@ live_events:
     missed = rows[("impatient", "post")]
     assert missed.status == "missed" and missed.error and "late" in missed.error
     assert rows[("chat", "reminder-15m")].status == "missed"  # a stale reminder is never sent
-    history = daemon_cli(daemon, "history")
+    history = daemon.cli("history").stdout
     assert "missed" in history and "sent" in history
     assert "missed post:impatient:page111" in daemon.log()
 
@@ -169,7 +154,7 @@ def test_permanent_error_fails_at_once_and_others_continue(graph: FakeGraph, dae
     [failed] = [d for d in daemon.deliveries() if d.status == "failed"]
     assert failed.attempts == 1 and failed.error and "Duplicate status message" in failed.error
     assert len([r for r in graph.received if r.method == "POST"]) == 3
-    assert "failed" in daemon_cli(daemon, "history")
+    assert "failed" in daemon.cli("history").stdout
 
 
 def test_two_daemons_sharing_a_database_never_double_post(graph: FakeGraph, daemon: DaemonProcess) -> None:

@@ -57,10 +57,6 @@ def expand(body: str, start: datetime = YEAR_2030[0], end: datetime = YEAR_2030[
     return plan.expand(config.parse((head + body).encode()), start, end)
 
 
-def bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(reason=f"BUG: {reason}", strict=True)
-
-
 SCHEDULE = """\
 posts:
   - id: announce
@@ -244,8 +240,6 @@ def test_0130_on_the_day_clocks_go_back_is_planned_once() -> None:
     assert {o.local_due.strftime("%H:%M %Z") for o in found} == {"01:30 BST"}
 
 
-@bug("times.fire_times only skips the repeated 01:30 when the window also holds the first one; "
-     "the daemon's sliding window later plans 01:30 GMT under a new key")
 def test_0130_on_the_day_clocks_go_back_is_planned_once_across_sliding_windows() -> None:
     keys = {
         o.key

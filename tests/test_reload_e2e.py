@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta
 
@@ -18,12 +16,6 @@ from scheduler.errors import ConfigError
 def post(job_id: str, at: datetime, message: str | None = None) -> str:
     return (f"  - id: {job_id}\n    at: {iso(at)}\n"
             f"    message: {message or job_id + ' message'}\n")
-
-
-def cli(daemon: DaemonProcess, *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "scheduler", *args, "--db", daemon.db],
-                          cwd=daemon.workdir, capture_output=True, text=True, timeout=60,
-                          env=daemon.env).stdout
 
 
 def status_of(daemon: DaemonProcess, job_id: str) -> list[str]:
@@ -43,7 +35,7 @@ def test_added_post_goes_out_on_time_and_removed_one_never(graph: FakeGraph, dae
     assert wait_until(lambda: status_of(daemon, "removed") == ["cancelled"], 5)
     time.sleep(4)  # past the removed post's old time
     assert [p.message for p in graph.posts] == ["added while running"]
-    reloads = cli(daemon, "history", "--reloads")
+    reloads = daemon.cli("history", "--reloads").stdout
     assert "+1 added, 1 cancelled" in reloads
     assert daemon.stop() == 0
 
@@ -86,13 +78,13 @@ def test_broken_saves_keep_the_last_good_schedule(graph: FakeGraph, daemon: Daem
         assert daemon.proc is not None and daemon.proc.poll() is None
     posts = graph.wait_for_posts(6, timeout=20)
     assert sorted(p.message for p in posts) == [f"p{i} message" for i in range(6)]
-    status = cli(daemon, "status", "-c", str(daemon.jobs))
+    status = daemon.cli("status", "-c", str(daemon.jobs)).stdout
     assert "is NOT running: invalid since" in status
     assert daemon.log().count("still running the last good schedule") >= 15
     assert set(status_of(daemon, "p0") + status_of(daemon, "p5")) == {"sent"}
     daemon.write(good + post("later", soon(4), "the next valid save"))
     assert graph.wait_for_posts(7, timeout=15)[-1].message == "the next valid save"
-    assert "is the running schedule" in cli(daemon, "status", "-c", str(daemon.jobs))
+    assert "is the running schedule" in daemon.cli("status", "-c", str(daemon.jobs)).stdout
     assert daemon.stop() == 0
 
 
@@ -112,10 +104,10 @@ def test_moving_a_live_event_cancels_old_reminders_and_schedules_new(graph: Fake
     [sent] = graph.wait_for_posts(1, timeout=20)
     assert sent.message == "Chat in 2 hours"
     moved = starts + timedelta(days=1)
-    diff = cli(daemon, "diff", "-c", str(daemon.jobs))  # same file: nothing to do
+    diff = daemon.cli("diff", "-c", str(daemon.jobs)).stdout  # same file: nothing to do
     assert diff.strip() == "no changes"
     (daemon.workdir / "candidate.yaml").write_text(event(moved))
-    diff = cli(daemon, "diff", "-c", str(daemon.workdir / "candidate.yaml"))
+    diff = daemon.cli("diff", "-c", str(daemon.workdir / "candidate.yaml")).stdout
     assert diff.count("\n+ ") + diff.startswith("+ ") == 3 and diff.count("(cancelled)") == 2
     daemon.write(event(moved))
     assert daemon.wait_log("reload jobs.yaml: 3 added, 0 changed, 2 cancelled")

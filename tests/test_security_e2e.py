@@ -8,9 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import TOKEN, TOKEN2, DaemonProcess, soon, targets_yaml, wait_until
+from conftest import TOKEN, TOKEN2, DaemonProcess, posts_yaml, soon, targets_yaml, wait_until
 from fakegraph import FakeGraph, Fault
-from test_delivery_e2e import posts_yaml
 
 
 def test_canary_tokens_appear_nowhere(graph: FakeGraph, daemon: DaemonProcess) -> None:
@@ -42,10 +41,7 @@ def test_canary_tokens_appear_nowhere(graph: FakeGraph, daemon: DaemonProcess) -
     for args in (["history"], ["history", "--json", "--limit", "100"], ["history", "--reloads"],
                  ["status", "-c", str(daemon.jobs)], ["plan", "-c", str(daemon.jobs), "--json"],
                  ["diff", "-c", str(daemon.jobs)], ["validate", "-c", str(daemon.jobs)]):
-        result = subprocess.run([sys.executable, "-m", "scheduler", *args, "--db", daemon.db]
-                                if args[0] != "validate" else [sys.executable, "-m", "scheduler", *args],
-                                cwd=daemon.workdir, env=daemon.env, capture_output=True, text=True,
-                                timeout=60)
+        result = daemon.cli(*args, db=args[0] != "validate", check=False)
         assert result.returncode == 0, (args, result.stderr[-500:])
         outputs += [result.stdout, result.stderr]
     db_files = [p for p in daemon.workdir.iterdir() if p.name.startswith("oyez.db")]

@@ -1,0 +1,598 @@
+"""Benchmark oyez against a bare APScheduler + requests baseline, in one run.
+
+    python bench/run.py [--quick] [--latency MS] [--out FILE]
+
+Starts a fake Graph API on 127.0.0.1 (tests/fakegraph.py) that sleeps a fixed
+latency per request, then runs the scenarios of issue 5 against the real
+`oyez run` subprocess and, for lateness and burst, `bench/baseline.py`:
+
+1. lateness: posts spread evenly over a window on 3 targets; lateness is the
+   arrival at the fake server minus the scheduled instant;
+2. burst: posts due at the same instant across 50 pages;
+3. scale: a generated jobs.yaml (one-off, cron and live events) — validate,
+   daemon start, peak RSS, reload after a one-line edit, plan --json;
+4. growth: the scale figures at several sizes.
+
+Prints one table and writes the figures as JSON (default bench/results/latest.json).
+`--quick` uses smaller sizes (named in the table) to finish in under 3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import re
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fakegraph import FakeGraph  # noqa: E402
+
+from scheduler.ledger import Ledger  # noqa: E402
+
+LEAD = 4.0  # seconds from starting a process to the first due post: time to get ready
+SETTLE = 1.0  # seconds to watch for duplicates after the last expected post
+LATENESS_PAGES = ("101", "102", "103")
+BURST_PAGES = tuple(str(1001 + i) for i in range(50))
+SCALE_PAGES = ("101",)  # one target, so entries need no `targets:` and 50k fit in the 4 MiB cap
+SCALE_SIZE = 10_000  # the size the scale targets apply to
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is."""
+
+    lateness_posts: int
+    lateness_spread: float
+    burst_posts: int
+    growth: tuple[int, ...]
+
+
+FULL = Sizes(lateness_posts=300, lateness_spread=30.0, burst_posts=1000, growth=(1_000, 10_000, 50_000))
+QUICK = Sizes(lateness_posts=100, lateness_spread=10.0, burst_posts=300, growth=(1_000, 10_000))
+
+
+# --- the table ------------------------------------------------------------------
+
+Value = float | bool | str | None
+
+
+@dataclass
+class Row:
+    """One line of the table: a figure for oyez, maybe the baseline's, and its target."""
+
+    scenario: str
+    metric: str
+    oyez: Value
+    baseline: Value = None
+    limit: float | None = None  # passes when oyez <= limit
+    ratio_limit: float | None = None  # passes when oyez / baseline <= ratio_limit
+    expect: bool | None = None  # for yes/no figures
+    target_text: str = ""
+    ratio_text: str = ""  # shown instead of oyez / baseline (growth rows)
+
+    @property
+    def ratio(self) -> float | None:
+        if isinstance(self.oyez, bool) or isinstance(self.baseline, bool):
+            return None
+        if isinstance(self.oyez, float | int) and isinstance(self.baseline, float | int) and self.baseline:
+            return self.oyez / self.baseline
+        return None
+
+    @property
+    def target(self) -> str:
+        if self.target_text:
+            return self.target_text
+        parts = []
+        if self.limit is not None:
+            parts.append(f"<= {_fmt(self.limit)}")
+        if self.ratio_limit is not None:
+            parts.append(f"<= {self.ratio_limit:g}x base")
+        if self.expect is not None:
+            parts.append("yes" if self.expect else "no")
+        return ", ".join(parts) or "-"
+
+    @property
+    def passed(self) -> bool | None:
+        checks: list[bool] = []
+        if self.limit is not None:
+            checks.append(isinstance(self.oyez, float | int) and self.oyez <= self.limit)
+        if self.ratio_limit is not None:
+            checks.append(self.ratio is not None and self.ratio <= self.ratio_limit)
+        if self.expect is not None:
+            checks.append(self.oyez is self.expect)
+        return all(checks) if checks else None
+
+
+def _fmt(value: Value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, str):
+        return value
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def print_table(rows: Sequence[Row], title: str) -> None:
+    """Print the rows as one aligned table."""
+    header = ("scenario", "metric", "oyez", "baseline", "ratio", "target", "result")
+    cells = [header] + [
+        (r.scenario, r.metric, _fmt(r.oyez), _fmt(r.baseline),
+         r.ratio_text or ("-" if r.ratio is None else f"{r.ratio:.2f}x"), r.target,
+         {True: "pass", False: "FAIL", None: "info"}[r.passed])
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    print(title)
+    for i, line in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# --- processes --------------------------------------------------------------------
+
+class Proc:
+    """A running subprocess whose stderr goes to a log file."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], log: Path) -> None:
+        self.popen = popen
+        self.log = log
+        self.started = time.monotonic()
+        self._seen = ""
+
+    def wait_log(self, text: str, timeout: float, *, after: int = 0) -> float | None:
+        """Wait for `text` in the log (at or past character `after`); monotonic time seen, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            self._seen = self.log.read_text(errors="replace")
+            if text in self._seen[after:]:
+                return now
+            if now > deadline or self.popen.poll() is not None:
+                return None
+            time.sleep(0.01)
+
+    def log_size(self) -> int:
+        """Characters in the log so far (for `wait_log(after=...)`)."""
+        return len(self.log.read_text(errors="replace"))
+
+    def peak_rss_mb(self) -> float | None:
+        """The process's peak resident set (VmHWM), in MB."""
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait for the process to exit by itself; its status, or None on timeout."""
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+@contextlib.contextmanager
+def spawn(args: Sequence[str], workdir: Path, env: dict[str, str], name: str) -> Iterator[Proc]:
+    """Run `args` in `workdir`; on leaving, SIGTERM it (SIGKILL if it lingers)."""
+    log = workdir / f"{name}.log"
+    with open(log, "wb") as err:
+        popen = subprocess.Popen(list(args), cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        yield Proc(popen, log)
+    finally:
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(15)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(5)
+
+
+def timed(args: Sequence[str], workdir: Path, env: dict[str, str], timeout: float) -> float | None:
+    """Run a command to completion (output in cmd.out/cmd.err); its wall time, or None if it failed."""
+    with open(workdir / "cmd.out", "wb") as out, open(workdir / "cmd.err", "wb") as err:
+        start = time.monotonic()
+        try:
+            done = subprocess.run(list(args), cwd=workdir, env=env, stdout=out, stderr=err, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            done = None
+        elapsed = time.monotonic() - start
+    if done is None or done.returncode != 0:
+        tail = (workdir / "cmd.err").read_text(errors="replace")[-500:]
+        print(f"bench: {' '.join(args[1:4])} failed after {elapsed:.1f}s: {tail}", file=sys.stderr)
+        return None
+    return elapsed
+
+
+def oyez(command: str, jobs: Path, *extra: str) -> list[str]:
+    """The `oyez COMMAND -c jobs` command line."""
+    return [sys.executable, "-m", "scheduler", command, "-c", str(jobs), *extra]
+
+
+def environment(pages: Sequence[str], log_level: str) -> dict[str, str]:
+    """A clean environment: no OYEZ_/FB_ settings from outside, one TOKEN_<page> per page."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OYEZ_", "FB_"))}
+    env.update({f"TOKEN_{page}": token(page) for page in pages})
+    env.update(OYEZ_LOG_LEVEL=log_level, PYTHONUNBUFFERED="1")
+    return env
+
+
+def token(page: str) -> str:
+    """The fake page token for `page`."""
+    return f"token-{page}"
+
+
+def reloads(db: Path) -> int:
+    """How many times the daemon has recorded reading jobs.yaml (0 before it has)."""
+    if not db.exists():  # connecting would create it
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
+            return int(conn.execute("SELECT count(*) FROM reload").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def until(check: Any, timeout: float, interval: float = 0.02) -> bool:
+    """Poll `check()` until true or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+# --- files --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Due:
+    """One message due on one page at one instant."""
+
+    at: float  # unix seconds, to the millisecond
+    page: str
+    message: str
+
+
+_PLAIN = re.compile(r"[A-Za-z][\w .-]*|\d{4}-\d\d-\d\d( \d\d:\d\d)?")  # safe unquoted in YAML flow
+
+
+def _flow(value: Any) -> str:
+    """`value` as compact YAML flow style, quoting only where needed."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) and not text[-1].isspace() else json.dumps(text)
+
+
+def write_jobs(path: Path, graph_url: str, pages: Sequence[str], *, posts: Sequence[dict[str, Any]] = (),
+               live_events: Sequence[dict[str, Any]] = (), timezone: str = "UTC") -> None:
+    """Write a jobs.yaml: one target per page, then one line per post or live event."""
+    lines = ["version: 1", f"timezone: {timezone}", "targets:"]
+    for page in pages:
+        lines += [f"  page{page}:", "    adapter: facebook_page", f'    page_id: "{page}"',
+                  f"    access_token: ${{TOKEN_{page}}}", f"    graph_url: {graph_url}"]
+    for section, items in (("posts", posts), ("live_events", live_events)):
+        lines.append(f"{section}:" if items else f"{section}: []")
+        lines += [f"  - {_flow(item)}" for item in items]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_schedule(workdir: Path, graph_url: str, pages: Sequence[str],
+                   dues: Sequence[Due]) -> tuple[Path, Path]:
+    """The same schedule twice: a jobs.yaml for oyez and a JSON list for the baseline."""
+    jobs, plain = workdir / "jobs.yaml", workdir / "posts.json"
+    write_jobs(jobs, graph_url, pages, posts=[
+        {"id": f"m{i:06d}", "at": _iso(d.at), "message": d.message, "targets": [f"page{d.page}"]}
+        for i, d in enumerate(dues)])
+    plain.write_text(json.dumps([{"due": d.at, "page": d.page, "token": token(d.page), "message": d.message}
+                                 for d in dues]))
+    return jobs, plain
+
+
+def _iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds")
+
+
+def write_scale(path: Path, graph_url: str, n: int, now: datetime, seed: int = 5) -> None:
+    """A jobs.yaml with `n` entries: 80% one-off posts, 10% weekly cron posts, 10% live events.
+
+    Entries are short (about 70 bytes) so that 50k fit in oyez's 4 MiB file
+    cap. About a tenth of the one-offs and a third of the live events fall
+    inside the daemon's 7-day horizon, the rest over the coming year. Nothing
+    is due within the next hour, so nothing is sent while it is measured.
+    Wall-clock times are in Europe/London between 08:00 and 20:59 (never in a
+    DST gap); cron days avoid yesterday, today and tomorrow (the ledger looks back a day).
+    """
+    rng = random.Random(seed)
+    tz = "Europe/London"
+    today = now.weekday()  # Monday = 0, as Python counts; cron counts Sunday = 0
+    cron_days = [((today + k) % 7 + 1) % 7 for k in range(2, 6)]  # cron: Sunday = 0; skip yesterday..tomorrow
+
+    def local(days_lo: float, days_hi: float) -> datetime:
+        day = now + timedelta(days=rng.uniform(days_lo, days_hi))
+        return day.replace(hour=rng.randint(8, 20), minute=rng.randint(0, 59), second=0, microsecond=0)
+
+    posts: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        kind = rng.random()
+        if kind < 0.8:
+            at = local(1, 6.5) if rng.random() < 0.1 else local(8, 365)
+            posts.append({"id": f"p{i}", "at": f"{at:%Y-%m-%d %H:%M}", "message": f"News {i}"})
+        elif kind < 0.9:
+            posts.append({"id": f"c{i}", "message": f"Tip {i}",
+                          "cron": f"{rng.randint(0, 59)} {rng.randint(8, 20)} * * {rng.choice(cron_days)}",
+                          "until": f"{now + timedelta(days=rng.randint(60, 365)):%Y-%m-%d}"})
+        else:
+            starts = local(3, 6.5) if rng.random() < 0.33 else local(8, 365)
+            events.append({"id": f"e{i}", "title": f"Chat {i}", "starts": f"{starts:%Y-%m-%d %H:%M}",
+                           "ends": f"{starts + timedelta(hours=1):%Y-%m-%d %H:%M}",
+                           "reminders": [{"before": "2d", "message": "{title} {starts:%a %H:%M}"},
+                                         {"before": "1h", "message": "{title} in 1h"}],
+                           "on_start": "Live: {title}", "on_end": "Thanks: {title}"})
+    write_jobs(path, graph_url, SCALE_PAGES, posts=posts, live_events=events, timezone=tz)
+
+
+def edit_one_line(path: Path) -> None:
+    """Change the first post's message, replacing the file the way editors do."""
+    text = path.read_text()
+    marker = "message: News "
+    at = text.index(marker) + len("message: ")
+    tmp = path.with_name(".jobs.yaml.tmp")
+    tmp.write_text(text[:at] + "Edited " + text[at:])
+    os.replace(tmp, path)
+
+
+# --- delivering a schedule ----------------------------------------------------------
+
+@dataclass
+class Delivered:
+    """What the fake server got for one schedule."""
+
+    arrival: dict[str, float] = field(default_factory=dict)  # message -> first request's arrival
+    created: list[tuple[str, str, float]] = field(default_factory=list)  # (page, message, time), in order
+    ready_after: float | None = None  # seconds from spawn until the schedule was loaded (oyez)
+    ledger: dict[str, int] = field(default_factory=dict)  # status -> deliveries (oyez)
+
+
+def deliver(who: str, graph: FakeGraph, pages: Sequence[str], dues: Sequence[Due],
+            workdir: Path) -> Delivered:
+    """Run oyez or the baseline on `dues` until all arrive (or time runs out)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    graph.reset()
+    jobs, plain = write_schedule(workdir, graph.url, pages, dues)
+    db = workdir / "oyez.db"
+    env = environment(pages, "WARNING")
+    last = max(d.at for d in dues)
+    budget = last - time.time() + 30
+    args = (oyez("run", jobs, "--db", f"sqlite:///{db}") if who == "oyez" else
+            [sys.executable, str(ROOT / "bench" / "baseline.py"), str(plain), "--graph", graph.url,
+             "--timeout", f"{budget:.0f}"])
+    result = Delivered()
+    with spawn(args, workdir, env, who) as proc:
+        if who == "oyez" and until(lambda: reloads(db) > 0, LEAD * 2):
+            result.ready_after = time.monotonic() - proc.started
+        graph.wait_for_posts(len(dues), timeout=budget)
+        if who == "oyez":
+            ledger = Ledger(f"sqlite:///{db}")
+            try:
+                def count() -> bool:
+                    result.ledger = dict(Counter(d.status for d in ledger.deliveries(dry_run=False)))
+                    return result.ledger.get("sent", 0) >= len(dues)
+                until(count, 10, interval=0.1)
+            finally:
+                ledger.engine.dispose()
+        else:
+            proc.wait_exit(10)
+        time.sleep(SETTLE)  # anything sent twice shows up now
+    for received in list(graph.received):  # the process has stopped: nothing is being added
+        if received.method == "POST" and received.path.endswith("/feed"):
+            result.arrival.setdefault(received.fields.get("message", ""), received.at)
+    result.created = [(p.page_id, p.message, p.created_time) for p in list(graph.posts)]
+    return result
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of `values`."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+Outcome = tuple[list[Row], dict[str, Any]]  # table rows, figures for the JSON file
+
+
+def scenario_lateness(graph: FakeGraph, sizes: Sizes, workdir: Path, label: str) -> Outcome:
+    """Posts spread evenly over a window, round-robin on 3 targets; lateness at the server."""
+    n, spread = sizes.lateness_posts, sizes.lateness_spread
+    figures: dict[str, Any] = {}
+    for who in ("oyez", "baseline"):
+        start = round(time.time() + LEAD, 3)
+        dues = [Due(round(start + spread * i / n, 3), LATENESS_PAGES[i % 3], f"lateness {i:05d}")
+                for i in range(n)]
+        got = deliver(who, graph, LATENESS_PAGES, dues, workdir / f"lateness-{who}")
+        late = [(got.arrival[d.message] - d.at) * 1000 for d in dues if d.message in got.arrival]
+        figures[who] = {
+            "delivered": len(late), "expected": n, "ready_after_s": got.ready_after,
+            "p50_ms": percentile(late, 50) if late else None,
+            "p99_ms": percentile(late, 99) if late else None,
+            "max_ms": max(late, default=None), "min_ms": min(late, default=None),
+            "mean_ms": statistics.fmean(late) if late else None,
+        }
+    o, b = figures["oyez"], figures["baseline"]
+    scenario = f"lateness {n}/{spread:g}s{label}"
+    rows = [
+        Row(scenario, "delivered", o["delivered"] == n, b["delivered"] == n, expect=True),
+        Row(scenario, "p50 ms", o["p50_ms"], b["p50_ms"], limit=10),
+        Row(scenario, "p99 ms", o["p99_ms"], b["p99_ms"], limit=50, ratio_limit=1.5),
+        Row(scenario, "max ms", o["max_ms"], b["max_ms"]),
+        Row(scenario, f"oyez ready s (first post at {LEAD:g} s)", o["ready_after_s"]),
+    ]
+    return rows, figures
+
+
+def scenario_burst(graph: FakeGraph, sizes: Sizes, workdir: Path, label: str) -> Outcome:
+    """Posts due at one instant across 50 pages: time to deliver them all, ledger and order."""
+    n = sizes.burst_posts
+    figures: dict[str, Any] = {}
+    for who in ("oyez", "baseline"):
+        instant = float(math.ceil(time.time() + LEAD))
+        dues = [Due(instant, BURST_PAGES[i % len(BURST_PAGES)], f"burst {i:05d}") for i in range(n)]
+        got = deliver(who, graph, BURST_PAGES, dues, workdir / f"burst-{who}")
+        per_message = Counter(message for _, message, _ in got.created)
+        per_page: dict[str, list[str]] = {}
+        for page, message, _ in got.created:
+            per_page.setdefault(page, []).append(message)
+        in_order = all(messages == sorted(messages) for messages in per_page.values())  # = file order
+        figures[who] = {
+            "expected": n, "delivered": len(per_message), "posts": len(got.created),
+            "all_delivered_s": max(t for *_, t in got.created) - instant if got.created else None,
+            "duplicates": sum(c - 1 for c in per_message.values()),
+            "per_target_order_kept": in_order, "ledger": got.ledger, "ready_after_s": got.ready_after,
+        }
+    o, b = figures["oyez"], figures["baseline"]
+    scenario = f"burst {n}x50 pages{label}"
+    complete = o["delivered"] == n
+    rows = [
+        Row(scenario, "all delivered s", o["all_delivered_s"] if complete else None,
+            b["all_delivered_s"] if b["delivered"] == n else None, limit=3),
+        Row(scenario, "ledger: sent rows = posts", o["ledger"].get("sent", 0) == n, None, expect=True),
+        Row(scenario, "no duplicates", o["duplicates"] == 0, b["duplicates"] == 0, expect=True),
+        Row(scenario, "per-target order (ties: file order)", o["per_target_order_kept"],
+            b["per_target_order_kept"], expect=True),
+    ]
+    return rows, figures
+
+
+def measure_scale(graph: FakeGraph, n: int, workdir: Path) -> dict[str, float | None]:
+    """Validate, start, reload and plan a generated jobs.yaml of `n` entries."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    jobs, db = workdir / "jobs.yaml", workdir / "oyez.db"
+    write_scale(jobs, graph.url, n, datetime.now(UTC))
+    env = environment(SCALE_PAGES, "INFO")
+    timeout = 60 + n / 200  # generous: the figure, not the timeout, is the result
+    figures: dict[str, float | None] = {"file_mb": jobs.stat().st_size / 1e6}
+    figures["validate_s"] = timed(oyez("validate", jobs), workdir, env, timeout)
+    with spawn(oyez("run", jobs, "--db", f"sqlite:///{db}"), workdir, env, "daemon") as proc:
+        seen = proc.wait_log("start jobs.yaml:", timeout)
+        figures["start_s"] = None if seen is None else seen - proc.started
+        figures["reload_s"] = None
+        if seen is not None and proc.wait_log("oyez running", 10):
+            time.sleep(1.0)  # let the first sweep pass
+            mark = proc.log_size()
+            written = time.monotonic()
+            edit_one_line(jobs)
+            reloaded = proc.wait_log("reload jobs.yaml:", timeout, after=mark)
+            figures["reload_s"] = None if reloaded is None else reloaded - written
+        figures["peak_rss_mb"] = proc.peak_rss_mb()
+    figures["plan_s"] = timed(oyez("plan", jobs, "--db", f"sqlite:///{db}", "--json"), workdir, env, timeout)
+    if figures["plan_s"] is not None:
+        figures["plan_rows"] = len(json.loads((workdir / "cmd.out").read_text()))
+    return figures
+
+
+SCALE_METRICS = (  # key, label, target at 10k
+    ("validate_s", "oyez validate s", 1.5),
+    ("start_s", "start until scheduled s", 3.0),
+    ("peak_rss_mb", "peak RSS MB", 150.0),
+    ("reload_s", "reload after 1-line edit s", 1.0),
+    ("plan_s", "plan --json 30 days s", 2.0),
+)
+
+
+def _exponent(lo: float | None, hi: float | None, factor: float) -> float | None:
+    """k such that the figure grew like size^k when the size grew by `factor`."""
+    if lo is None or hi is None or lo <= 0 or hi <= 0:
+        return None
+    return math.log(hi / lo) / math.log(factor)
+
+
+def scenario_scale(graph: FakeGraph, sizes: Sizes, workdir: Path, label: str) -> Outcome:
+    """The scale targets at 10k entries, and how each figure grows with the size."""
+    env = environment(SCALE_PAGES, "WARNING")
+    floor = timed([sys.executable, "-m", "scheduler", "--help"], workdir, env, 60)
+    by_size = {n: measure_scale(graph, n, workdir / f"scale-{n}") for n in sizes.growth}
+    at10k = by_size[SCALE_SIZE]
+    scenario = f"scale {SCALE_SIZE // 1000}k entries"
+    rows = [Row(scenario, "CLI start-up floor (--help) s", floor),
+            Row(scenario, "jobs.yaml MB", at10k["file_mb"])]
+    rows += [Row(scenario, name, at10k[key], limit=limit) for key, name, limit in SCALE_METRICS]
+    ns = list(by_size)
+    growth = f"growth {' -> '.join(f'{n // 1000}k' for n in ns)}{label}"
+    for key, name, _ in (*SCALE_METRICS, ("plan_rows", "plan rows", 0)):
+        values = [by_size[n].get(key) for n in ns]
+        text = " -> ".join(_fmt(v) for v in values)
+        exponent = _exponent(values[-2], values[-1], ns[-1] / ns[-2])
+        rows.append(Row(growth, name, text, ratio_text="-" if exponent is None else f"n^{exponent:.2f}",
+                        target_text=f"~n^1 ({ns[-2] // 1000}k->{ns[-1] // 1000}k)"))
+    return rows, {"cli_floor_s": floor, "by_size": {str(n): f for n, f in by_size.items()}}
+
+
+# --- main -------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark oyez against a bare APScheduler baseline.")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes; under 3 minutes")
+    parser.add_argument("--latency", type=float, default=20.0, help="fake server latency in ms (default 20)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json",
+                        help="JSON file for the figures")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    label = " (quick)" if args.quick else ""
+    began = time.monotonic()
+    pages = {page: token(page) for page in (*LATENESS_PAGES, *BURST_PAGES, *SCALE_PAGES)}
+    rows: list[Row] = []
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="oyez-bench-") as tmp, \
+            FakeGraph(pages, latency=args.latency / 1000) as graph:
+        for name, scenario in (("lateness", scenario_lateness), ("burst", scenario_burst),
+                               ("scale", scenario_scale)):
+            new_rows, figures[name] = scenario(graph, sizes, Path(tmp), label)
+            rows += new_rows
+        fake_errors = list(graph.errors)
+    elapsed = time.monotonic() - began
+    machine = (f"{platform.node()}: {os.cpu_count()} CPUs, {platform.platform()}, "
+               f"Python {platform.python_version()}")
+    print_table(rows, f"oyez benchmark{label}: fake Graph latency {args.latency:g} ms; {machine}; "
+                      f"{elapsed:.0f} s")
+    if fake_errors:
+        print(f"fake server errors: {len(fake_errors)}", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine, "quick": args.quick,
+        "latency_ms": args.latency, "elapsed_s": elapsed, "sizes": asdict(sizes),
+        "rows": [{**asdict(r), "ratio": r.ratio, "target": r.target, "passed": r.passed} for r in rows],
+        "figures": figures,
+    }, indent=2, default=str))
+    print(f"figures written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
