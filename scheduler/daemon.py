@@ -50,7 +50,10 @@ class Daemon:
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
-            executors={"default": {"type": "threadpool", "max_workers": 4}},
+            # one thread hands due deliveries to the publisher, so ties keep their order;
+            # sweeps and refreshes run beside it and never delay a hand-off
+            executors={"default": {"type": "threadpool", "max_workers": 1},
+                       "maintenance": {"type": "threadpool", "max_workers": 2}},
         )
         self.publisher = Publisher(self.ledger, settings, self.http, dry_run=dry_run, out=out,
                                    wake=self.wake)
@@ -77,9 +80,9 @@ class Daemon:
             self.apply(first, reason="start")
             now = clock.now()
             self.scheduler.add_job(self.sweep, "interval", seconds=self.settings.sweep_seconds,
-                                   id="sweep", next_run_time=now)
+                                   id="sweep", next_run_time=now, executor="maintenance")
             self.scheduler.add_job(self.refresh, "interval", seconds=REFRESH.total_seconds(),
-                                   id="refresh")
+                                   id="refresh", executor="maintenance")
             self._install_signals()
             self.scheduler.resume()
             log.info("oyez running%s on %s (node %s); watching %s",
@@ -157,7 +160,7 @@ class Daemon:
         with self._lock:
             for warning in new.warnings:
                 log.warning("%s", warning)
-            self.publisher.set_targets(new.targets)
+            self.publisher.use(new)
             self.config = new
             self._rejected_digest = None
             now = clock.now()
@@ -186,8 +189,7 @@ class Daemon:
         assert self.config is not None
         start, end = plan.ledger_window(self.config, now, self.settings.horizon)
         occurrences = plan.expand(self.config, start, end)
-        synced = self.ledger.sync(occurrences, start, end, dry_run=self.dry_run, now=now,
-                                  digest=self.config.digest)
+        synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now)
         running = self.scheduler.state == 1
         if running:
             self.scheduler.pause()
@@ -206,18 +208,18 @@ class Daemon:
     def _schedule(self, row: Delivery) -> None:
         assert row.id is not None
         when = max(row.due_at, row.next_attempt_at or row.due_at)
-        job = self.scheduler.get_job(f"d{row.id}")
+        job = self.scheduler.get_job(_job_id(row.id))
         if job is None or job.next_run_time != when:
             self.wake(row.id, row.target, when)
 
     def _unschedule(self, delivery_id: int) -> None:
         with contextlib.suppress(JobLookupError):  # already ran, or never scheduled
-            self.scheduler.remove_job(f"d{delivery_id}")
+            self.scheduler.remove_job(_job_id(delivery_id))
 
     def wake(self, delivery_id: int, target: str, when: datetime) -> None:
         """Have the publisher look at a delivery at `when`."""
         self.scheduler.add_job(self.publisher.enqueue, "date", run_date=when,
-                               args=[delivery_id, target], id=f"d{delivery_id}",
+                               args=[delivery_id, target], id=_job_id(delivery_id),
                                replace_existing=True)
 
     def sweep(self) -> None:
@@ -234,6 +236,11 @@ class Daemon:
             assert row.id is not None
             if not self.publisher.is_unhealthy(row.target) or self.dry_run:
                 self.publisher.enqueue(row.id, row.target)
+
+
+def _job_id(delivery_id: int) -> str:
+    """Zero-padded, because APScheduler orders jobs due at the same moment by id, as text."""
+    return f"d{delivery_id:012d}"
 
 
 def _abandoned(row: Delivery, now: datetime, node: str) -> bool:

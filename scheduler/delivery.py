@@ -23,7 +23,7 @@ import adapters
 from adapters.base import Adapter, Message, Published
 
 from . import clock, times
-from .config import Target
+from .config import Config, Target
 from .errors import AuthError, PermanentError, PublishError, TransientError
 from .ledger import Attempt, Delivery, Ledger
 from .secrets import redact
@@ -54,12 +54,15 @@ class Publisher:
         self._busy: set[str] = set()
         self._queued: set[int] = set()
         self._targets: dict[str, Target] = {}
+        self.digest: str | None = None  # of the jobs.yaml in use, recorded with each post sent
         self._adapters: dict[str, Adapter] = {}
         self._not_before: dict[str, datetime] = {}
         self._unhealthy: dict[str, str] = {}  # target -> reason, while its settings are unchanged
 
-    def set_targets(self, targets: dict[str, Target]) -> None:
-        """Use these targets from now on; rebuild adapters whose settings changed."""
+    def use(self, config: Config) -> None:
+        """Use this config's targets from now on; rebuild adapters whose settings changed."""
+        targets = config.targets
+        self.digest = config.digest
         refused = self.ledger.unhealthy()
         with self._lock:
             self._adapters = {name: self._adapter(name, target) for name, target in targets.items()}
@@ -150,7 +153,7 @@ class Publisher:
                     started_at=started, finished_at=finished, outcome=outcome,
                     lateness_ms=lateness_ms),
             status="sent", remote_id=published.remote_id, sent_at=finished, error=None,
-            uncertain=False, lateness_ms=lateness_ms, next_attempt_at=None)
+            uncertain=False, lateness_ms=lateness_ms, next_attempt_at=None, config_digest=self.digest)
         self._pace(row.target, published.usage, finished)
         log.info("sent %s to %s as %s (%s; %d ms after its time)", row.key, row.target,
                  published.remote_id, outcome, lateness_ms)

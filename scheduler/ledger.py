@@ -78,7 +78,7 @@ class Delivery(SQLModel, table=True):
     remote_id: str | None = None
     error: str | None = None
     lateness_ms: int | None = None
-    config_digest: str | None = None
+    config_digest: str | None = None  # the jobs.yaml running when it was sent
     claimed_by: str | None = None
     lease_until: datetime | None = _when(default=None)
     first_attempt_at: datetime | None = _when(default=None)
@@ -161,9 +161,9 @@ class Ledger:
         """A new session (one per unit of work, per thread)."""
         return Session(self.engine, expire_on_commit=False)
 
-    def sync(self, occurrences: Iterable[Occurrence], start: datetime, end: datetime, *,
-             dry_run: bool, now: datetime, digest: str, preview: bool = False) -> SyncResult:
-        """Make the ledger's open deliveries in [start, end) match `occurrences`.
+    def sync(self, occurrences: Iterable[Occurrence], until: datetime, *, dry_run: bool,
+             now: datetime, preview: bool = False) -> SyncResult:
+        """Make the ledger's open deliveries due before `until` match `occurrences`.
 
         New ones become pending; pending ones take the new text and time;
         pending ones no longer planned become cancelled; sent ones are never
@@ -172,12 +172,12 @@ class Ledger:
         """
         wanted = {o.key: o for o in occurrences if not o.draft}
         try:
-            return self._sync(wanted, end, dry_run=dry_run, now=now, digest=digest, preview=preview)
+            return self._sync(wanted, until, dry_run=dry_run, now=now, preview=preview)
         except IntegrityError:  # another daemon inserted the same deliveries: look again
-            return self._sync(wanted, end, dry_run=dry_run, now=now, digest=digest, preview=preview)
+            return self._sync(wanted, until, dry_run=dry_run, now=now, preview=preview)
 
-    def _sync(self, wanted: dict[str, Occurrence], end: datetime, *, dry_run: bool, now: datetime,
-              digest: str, preview: bool) -> SyncResult:
+    def _sync(self, wanted: dict[str, Occurrence], until: datetime, *, dry_run: bool, now: datetime,
+              preview: bool) -> SyncResult:
         result = SyncResult()
         with self.session() as s:
             rows: dict[str, Delivery] = {}
@@ -195,8 +195,7 @@ class Ledger:
                 content = _content(occ)
                 if row is None:
                     new_rows.append({**content, "key": key, "job_id": occ.job_id, "dry_run": dry_run,
-                                     "status": "pending", "created_at": now, "updated_at": now,
-                                     "config_digest": digest})
+                                     "status": "pending", "created_at": now, "updated_at": now})
                     result.added.append(key)
                 elif row.status in ACTIVE or row.status == "cancelled":
                     if row.status == "cancelled":
@@ -204,15 +203,16 @@ class Ledger:
                         result.added.append(key)
                     elif any(getattr(row, k) != v for k, v in content.items()):
                         result.changed.append(key)
+                    else:
+                        continue  # unchanged: no write
                     for k, v in content.items():
                         setattr(row, k, v)
                     row.updated_at = now
-                    row.config_digest = digest
                     s.add(row)
                 elif row.due_at != occ.due and row.status == "sent" and key.startswith("post:"):
                     result.resend_refused.append(key)
             for row in rows.values():
-                if row.status in ACTIVE and row.key not in wanted and row.due_at < end:
+                if row.status in ACTIVE and row.key not in wanted and row.due_at < until:
                     row.status = "cancelled"
                     row.error = "removed from jobs.yaml"
                     row.updated_at = now
@@ -232,7 +232,7 @@ class Ledger:
     def claim(self, delivery_id: int, node: str, now: datetime, lease: timedelta) -> Delivery | None:
         """Move a due pending/retry delivery to `sending` for `node`; None if someone else has it."""
         with self.session() as s:
-            claimed = s.execute(
+            claimed = s.scalars(
                 update(Delivery)
                 .where(col(Delivery.id) == delivery_id, col(Delivery.status).in_(ACTIVE),
                        col(Delivery.due_at) <= now, col(Delivery.deadline) > now,
@@ -241,12 +241,11 @@ class Ledger:
                 .values(status="sending", claimed_by=node, lease_until=now + lease,
                         attempts=Delivery.attempts + 1, updated_at=now,
                         first_attempt_at=func.coalesce(Delivery.first_attempt_at, now))
+                .returning(Delivery)  # SQLite >= 3.35 and PostgreSQL
                 .execution_options(synchronize_session=False)
-            )
+            ).one_or_none()
             s.commit()
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            return s.get(Delivery, delivery_id)
+            return claimed
 
     def finish(self, delivery: Delivery, node: str, attempt: Attempt, **values: Any) -> bool:
         """Record an attempt and the delivery's new state, if `node` still holds the claim."""

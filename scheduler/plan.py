@@ -45,13 +45,13 @@ def _stamp(moment: datetime) -> str:
 
 
 def expand(config: Config, start: datetime, end: datetime) -> list[Occurrence]:
-    """Every occurrence due in [start, end), sorted by due time then key."""
+    """Every occurrence due in [start, end), by due time (then file order)."""
     found: list[Occurrence] = []
     for post in config.posts:
         found.extend(_post(post, start, end))
     for event in config.live_events:
         found.extend(_live(event, start, end))
-    found.sort(key=lambda o: (o.due, o.key))
+    found.sort(key=lambda o: o.due)  # stable: posts due at the same moment keep file order
     return found
 
 

@@ -7,21 +7,24 @@ import os
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import adapters
-from adapters import http as web
 
 from . import clock, config, plan
 from .errors import PublishError
-from .ledger import Delivery, Ledger
 from .settings import Settings
+
+if TYPE_CHECKING:  # the database layer is imported only by commands that open a ledger
+    from .ledger import Delivery, Ledger
 
 
 def _ledger(db: str) -> Ledger | None:
     """Open the ledger only if it exists: looking must not create a database."""
     if db.startswith("sqlite:///") and not os.path.exists(db.removeprefix("sqlite:///")):
         return None
+    from .ledger import Ledger
+
     return Ledger(db)
 
 
@@ -183,8 +186,7 @@ def diff_text(cfg: config.Config, db: str) -> str:
     if ledger is None:
         return "\n".join(f"+ {o.key} at {o.due:%Y-%m-%d %H:%M:%S}Z" for o in occurrences.values()
                          if not o.draft) or "no changes"
-    result = ledger.sync(occurrences.values(), start, end, dry_run=False, now=now,
-                         digest=cfg.digest, preview=True)
+    result = ledger.sync(occurrences.values(), end, dry_run=False, now=now, preview=True)
     lines = [f"+ {k} at {occurrences[k].due:%Y-%m-%d %H:%M:%S}Z" for k in result.added]
     lines += [f"- {d.key} at {d.due_at:%Y-%m-%d %H:%M:%S}Z (cancelled)" for d in result.cancelled]
     lines += [f"~ {k} (text or time changed)" for k in result.changed]
@@ -195,6 +197,8 @@ def diff_text(cfg: config.Config, db: str) -> str:
 
 def check_targets(cfg: config.Config) -> list[tuple[str, bool, str]]:
     """(target, ok, account name or error) for every target, asking its network."""
+    from adapters import http as web
+
     results = []
     with web.session() as http:
         for name, target in cfg.targets.items():

@@ -33,7 +33,7 @@ class Settings(BaseModel):
     db: str = "sqlite:///oyez.db"
     node: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     sweep_seconds: float = Field(default=15.0, gt=0)
-    watch_seconds: float = Field(default=0.5, gt=0)
+    watch_seconds: float = Field(default=0.25, gt=0)
     workers: int = Field(default=16, ge=1, le=256)
     max_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: float = Field(default=30.0, gt=0)

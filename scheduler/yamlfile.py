@@ -13,7 +13,7 @@ import yaml
 
 from .errors import ConfigError
 
-Path = tuple[str | int, ...]
+Path = tuple[str | int, ...]  # keys and indexes from the document's root
 MAX_BYTES = 4 * 1024 * 1024
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -25,23 +25,32 @@ _SCALAR_TAGS = {
     "tag:yaml.org,2002:null",
     "tag:yaml.org,2002:timestamp",
 }
-_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 _constructor = yaml.constructor.SafeConstructor()
 
 
 class Document:
-    """Plain data from a YAML file plus the line where each path starts."""
+    """Plain data from a YAML file, and its node tree to say where a path is."""
 
-    def __init__(self, name: str, data: Any, lines: dict[Path, int]) -> None:
+    def __init__(self, name: str, data: Any, root: yaml.Node) -> None:
         self.name = name
         self.data = data
-        self.lines = lines
+        self.root = root
 
     def where(self, path: Path) -> str:
-        """Return `name:LINE` for the nearest enclosing path that has a line."""
-        while path not in self.lines and path:
-            path = path[:-1]
-        return f"{self.name}:{self.lines.get(path, 1)}"
+        """Return `name:LINE` for `path`, or for the nearest enclosing value that exists."""
+        node, line = self.root, self.root.start_mark.line + 1
+        for step in path:
+            if isinstance(node, yaml.MappingNode):
+                found = next(((k, v) for k, v in node.value if k.value == step), None)
+                if found is None:
+                    break
+                line, node = found[0].start_mark.line + 1, found[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+                node = node.value[step]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return f"{self.name}:{line}"
 
 
 def load(text: str, name: str) -> Document:
@@ -61,55 +70,51 @@ def load(text: str, name: str) -> Document:
         raise ConfigError([f"{name}:{line}: YAML error: {reason}"]) from None
     if node is None:
         raise ConfigError([f"{name}:1: file is empty"])
-    lines: dict[Path, int] = {}
     problems: list[str] = []
     # without aliases a document cannot hold more values than it has characters
     budget = [len(text) + 100]
-    data = _convert(node, (), lines, problems, budget, name)
+    data = _convert(node, problems, budget, name)
     if problems:
         raise ConfigError(problems)
-    return Document(name, data, lines)
+    return Document(name, data, node)
 
 
-def _convert(
-    node: yaml.Node,
-    path: Path,
-    lines: dict[Path, int],
-    problems: list[str],
-    budget: list[int],
-    name: str,
-) -> Any:
-    line = node.start_mark.line + 1
-    lines.setdefault(path, line)
+_STR = "tag:yaml.org,2002:str"
+
+
+def _convert(node: yaml.Node, problems: list[str], budget: list[int], name: str) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
         if budget[0] == -1:
-            problems.append(f"{name}:{line}: too many values: aliases (*name) expand too far")
+            problems.append(f"{name}:{node.start_mark.line + 1}: too many values: "
+                            "aliases (*name) expand too far")
         return None
-    if isinstance(node, yaml.CollectionNode) and node.tag not in _COLLECTION_TAGS:
-        problems.append(f"{name}:{line}: unsupported YAML tag {node.tag!r}")
-        return None
+    tag = node.tag
+    if tag == _STR:
+        return node.value
     if isinstance(node, yaml.MappingNode):
+        if tag != "tag:yaml.org,2002:map":
+            return _bad_tag(node, problems, name)
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            key = key_node.value
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 problems.append(f"{name}:{key_node.start_mark.line + 1}: unsupported mapping key")
-                continue
-            key = key_node.value
-            if key in result:
+            elif key in result:
                 problems.append(f"{name}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-                continue
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _convert(value_node, (*path, key), lines, problems, budget, name)
+            else:
+                result[key] = _convert(value_node, problems, budget, name)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _convert(item, (*path, i), lines, problems, budget, name)
-            for i, item in enumerate(node.value)
-        ]
-    if node.tag not in _SCALAR_TAGS:
-        problems.append(f"{name}:{line}: unsupported YAML tag {node.tag!r}")
-        return None
-    if node.tag == "tag:yaml.org,2002:timestamp":
+        if tag != "tag:yaml.org,2002:seq":
+            return _bad_tag(node, problems, name)
+        return [_convert(item, problems, budget, name) for item in node.value]
+    if tag not in _SCALAR_TAGS:
+        return _bad_tag(node, problems, name)
+    if tag == "tag:yaml.org,2002:timestamp":
         return node.value  # times are parsed by oyez itself, in the file's time zone
     return _constructor.construct_object(node)
+
+
+def _bad_tag(node: yaml.Node, problems: list[str], name: str) -> None:
+    problems.append(f"{name}:{node.start_mark.line + 1}: unsupported YAML tag {node.tag!r}")

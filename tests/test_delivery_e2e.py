@@ -212,7 +212,7 @@ def test_sweep_sends_what_the_scheduler_does_not_know(graph: FakeGraph, daemon: 
     ledger.sync([Occurrence(key="post:orphan:page111", job_id="orphan", part="post", target="page111",
                             due=due, deadline=due + timedelta(minutes=15), text="found by the sweep",
                             link=None, image=None, draft=False, tz_name="UTC")],
-                due - timedelta(days=1), due + timedelta(days=1), dry_run=False, now=due, digest="x")
+                due + timedelta(days=1), dry_run=False, now=due)
     ledger.engine.dispose()
     [post] = graph.wait_for_posts(1, timeout=10)
     assert post.message == "found by the sweep"

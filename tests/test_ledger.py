@@ -13,7 +13,7 @@ from scheduler.ledger import Attempt, Ledger
 from scheduler.plan import Occurrence
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-WINDOW = (NOW - timedelta(days=1), NOW + timedelta(days=7))
+UNTIL = NOW + timedelta(days=7)
 LEASE = timedelta(minutes=5)
 
 
@@ -32,7 +32,7 @@ def occ(key: str, due: datetime = NOW, text: str = "hello", *, draft: bool = Fal
 
 def sync(ledger: Ledger, *occurrences: Occurrence, dry_run: bool = False, preview: bool = False,
          now: datetime = NOW) -> tuple[list[str], list[str], list[str]]:
-    result = ledger.sync(occurrences, *WINDOW, dry_run=dry_run, now=now, digest="d", preview=preview)
+    result = ledger.sync(occurrences, UNTIL, dry_run=dry_run, now=now, preview=preview)
     return result.added, result.changed, [d.key for d in result.cancelled]
 
 
@@ -73,8 +73,8 @@ def test_draft_is_planned_but_never_enters_the_ledger(ledger: Ledger) -> None:
 def test_moved_one_off_post_that_went_out_is_not_sent_again(ledger: Ledger) -> None:
     sync(ledger, occ("post:a:page"))
     send(ledger, "post:a:page")
-    result = ledger.sync([occ("post:a:page", due=NOW + timedelta(days=1))], *WINDOW, dry_run=False,
-                         now=NOW, digest="d")
+    result = ledger.sync([occ("post:a:page", due=NOW + timedelta(days=1))], UNTIL, dry_run=False,
+                         now=NOW)
     assert result.added == [] and result.resend_refused == ["post:a:page"]
     assert status(ledger) == {"post:a:page": "sent"}
 
