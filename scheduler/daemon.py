@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -35,6 +36,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 REFRESH = timedelta(hours=1)
+SETTLE_NS = 200_000_000  # a jobs.yaml younger than this may be half-written
 
 
 class Daemon:
@@ -61,7 +63,6 @@ class Daemon:
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
         self._lock = threading.Lock()  # one reload/refresh/sweep pass at a time
-        self._seen_stat: tuple[int, int, int] | None = None
         self._done_stat: tuple[int, int, int] | None = None
         self._rejected_digest: str | None = None
 
@@ -110,10 +111,13 @@ class Daemon:
         signal.signal(signal.SIGHUP, hup)
 
     # --- configuration -----------------------------------------------------
-    def read(self) -> config.Config | ConfigError:
-        """Read and validate the file on disk."""
+    def read(self, raw: bytes | None = None) -> config.Config | ConfigError:
+        """Validate the file on disk (or its bytes, if already read)."""
         try:
-            return config.load(self.path, strict_env=not self.dry_run)
+            if raw is None:
+                return config.load(self.path, strict_env=not self.dry_run)
+            return config.parse(raw, name=self.path.name, path=str(self.path),
+                                strict_env=not self.dry_run)
         except ConfigError as exc:
             return exc
 
@@ -125,12 +129,12 @@ class Daemon:
         except OSError:
             stat = (0, 0, 0)
         forced = self.reload_requested.is_set()
-        if stat != self._seen_stat and not forced:
-            self._seen_stat = stat  # changed: wait one more poll so a save in progress can finish
-            return
-        if stat == self._done_stat and not forced:
-            return
-        self._seen_stat = self._done_stat = stat
+        if not forced:
+            if stat == self._done_stat:
+                return
+            if abs(time.time_ns() - stat[0]) < SETTLE_NS:
+                return  # written a moment ago: a save may still be in progress
+        self._done_stat = stat
         self.reload_requested.clear()
         try:
             raw = self.path.read_bytes()
@@ -141,7 +145,7 @@ class Daemon:
         running = self.config.digest if self.config else None
         if digest in (running, self._rejected_digest) and not forced:
             return
-        loaded = self.read()
+        loaded = self.read(raw)
         if isinstance(loaded, ConfigError):
             self._rejected_digest = digest
             for problem in loaded.problems:
