@@ -63,7 +63,7 @@ class FacebookPage:
         self.base = f"{base}/{version}"
         self.http = http
         self.timeout = float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
-        self._auth = {"Authorization": f"Bearer {settings.access_token.get_secret_value()}"}
+        self._auth = web.BearerAuth(settings.access_token)
 
     def publish(self, message: Message) -> Published:
         """Create a feed post (or a photo post when the message has an image)."""
@@ -105,7 +105,7 @@ class FacebookPage:
     def _call(self, method: str, path: str, *, data: dict[str, str] | None = None,
               params: dict[str, str] | None = None) -> web.Response:
         resp = web.call(self.http, method, self.base + path, timeout=self.timeout,
-                        data=data, params=params, headers=self._auth)
+                        data=data, params=params, auth=self._auth)
         if resp.status < 400 and isinstance(resp.body, dict) and "error" not in resp.body:
             return resp
         raise graph_error(resp, f"page {self.page_id}", ambiguous=method != "GET")

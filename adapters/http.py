@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import requests.auth
 import urllib3
+from pydantic import SecretStr
 from requests.adapters import HTTPAdapter
 
 from scheduler.errors import PermanentError, TransientError
@@ -50,14 +52,28 @@ class Response:
             return None
 
 
+class BearerAuth(requests.auth.AuthBase):
+    """`Authorization: Bearer <token>`; the token never goes into a URL or a log.
+
+    Passing it as requests' `auth` also spares a ~/.netrc lookup on every request.
+    """
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token.get_secret_value()}"
+        return request
+
+
 def call(http: requests.Session, method: str, url: str, *, timeout: float,
          data: dict[str, str] | None = None, params: dict[str, str] | None = None,
-         headers: dict[str, str] | None = None) -> Response:
+         auth: BearerAuth | None = None) -> Response:
     """Make one request. Raises TransientError (ambiguous when the server may have acted)."""
     what = f"{method} {redact(url)}"
     may_have_acted = method != "GET"
     try:
-        resp = http.request(method, url, data=data, params=params, headers=headers,
+        resp = http.request(method, url, data=data, params=params, auth=auth,
                             timeout=(min(timeout, 5.0), timeout), allow_redirects=False,
                             stream=True, verify=True)
     except requests.exceptions.SSLError:

@@ -17,6 +17,7 @@ import requests
 import trustme
 from conftest import TOKEN
 from fakegraph import FakeGraph, Fault
+from pydantic import SecretStr
 
 from adapters import http as web
 from adapters.base import Message, PermanentError, TransientError
@@ -107,7 +108,7 @@ def test_slow_drip_is_cut_at_the_timeout_through_call(graph: FakeGraph, http: re
     start = time.monotonic()
     with pytest.raises(TransientError, match="still arriving") as info:
         web.call(http, "POST", f"{graph.base_url}/{PAGE}/feed", timeout=1,
-                 data={"message": "drip"}, headers={"Authorization": f"Bearer {TOKEN}"})
+                 data={"message": "drip"}, auth=web.BearerAuth(SecretStr(TOKEN)))
     assert time.monotonic() - start < QUICK
     assert info.value.ambiguous and info.value.status == 200
 
