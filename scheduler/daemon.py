@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from adapters import http as web
 
-from . import clock, config, plan
+from . import clock, config, plan, times
 from .delivery import Publisher
 from .errors import ConfigError
 from .ledger import Delivery, Ledger, Reload, SyncResult, safe_url
@@ -178,6 +178,10 @@ class Daemon:
         log.info("%s %s: %d added, %d changed, %d cancelled; %d open deliveries",
                  reason, self.path.name, len(synced.added), len(synced.changed),
                  len(synced.cancelled), len(synced.active))
+        upcoming = min(synced.active, key=lambda d: d.due_at, default=None)
+        if upcoming is not None:
+            log.info("next: %s %s to %s at %s", upcoming.job_id, upcoming.part, upcoming.target,
+                     f"{upcoming.due_at.astimezone(times.zone(upcoming.tz)):%a %Y-%m-%d %H:%M %Z}")
         self.ledger.record_reload(Reload(
             at=now, node=self.settings.node, path=str(self.path), digest=new.digest, ok=True,
             added=len(synced.added), cancelled=len(synced.cancelled),
