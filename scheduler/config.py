@@ -11,7 +11,7 @@ import gc
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path as FsPath
@@ -32,6 +32,7 @@ Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}
 TEMPLATE_FIELDS = frozenset({"title", "starts", "ends", "id", "link"})
 DEFAULT_GRACE = "15m"
 _M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -263,10 +264,19 @@ class _Builder:
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
 
+    def parsed(self, path: yamlfile.Path, parse: Callable[..., _T], text: str,
+               *args: Any) -> _T | None:
+        """`parse(text, ...)`, with a ValueError turned into a problem located at `path`."""
+        try:
+            return parse(text, *args)
+        except ValueError as exc:
+            self.fail(path, str(exc))
+            return None
+
     def build(self, spec: _JobsFile, path: str, digest: str) -> Config:
         if spec.version != 1:
             self.fail(("version",), f"unsupported schema version {spec.version} (this oyez reads 1)")
-        default_tz = self.zone(spec.timezone, ("timezone",)) or ZoneInfo("UTC")
+        default_tz = self.parsed(("timezone",), times.zone, spec.timezone) or ZoneInfo("UTC")
         targets = {}
         for name, raw in spec.targets.items():
             target_spec = self.validate(_TargetSpec, raw, ("targets", name))
@@ -317,13 +327,6 @@ class _Builder:
         else:
             seen[job_id] = path
 
-    def zone(self, name: str, path: yamlfile.Path) -> ZoneInfo | None:
-        try:
-            return times.zone(name)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return None
-
     def target(self, name: str, spec: _TargetSpec) -> Target | None:
         path: yamlfile.Path = ("targets", name)
         try:
@@ -369,8 +372,8 @@ class _Builder:
 
     def common(self, spec: _Timing, path: yamlfile.Path, default_tz: ZoneInfo,
                known_targets: Mapping[str, Any]) -> tuple[ZoneInfo, timedelta, tuple[str, ...]] | None:
-        tz = self.zone(spec.timezone, (*path, "timezone")) if spec.timezone else default_tz
-        grace = self.duration(spec.grace or DEFAULT_GRACE, (*path, "grace"))
+        tz = self.parsed((*path, "timezone"), times.zone, spec.timezone) if spec.timezone else default_tz
+        grace = self.parsed((*path, "grace"), times.duration, spec.grace or DEFAULT_GRACE)
         if spec.targets is None:
             if len(known_targets) != 1:
                 self.fail(path, "targets: required when more than one target is defined")
@@ -387,25 +390,11 @@ class _Builder:
             return None
         return tz, grace, chosen
 
-    def duration(self, text: str, path: yamlfile.Path) -> timedelta | None:
-        try:
-            return times.duration(text)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return None
-
     def url(self, value: str | None, path: yamlfile.Path) -> None:
         if value is not None:
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 self.fail(path, f"{path[-1]}: must be an http(s) URL, got {value!r}")
-
-    def instant(self, text: str, tz: ZoneInfo, path: yamlfile.Path) -> datetime | None:
-        try:
-            return times.instant(text, tz)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return None
 
     def post(self, spec: _PostSpec, path: yamlfile.Path, default_tz: ZoneInfo,
              known_targets: Mapping[str, Any]) -> Post | None:
@@ -422,24 +411,20 @@ class _Builder:
         tz, grace, targets = common
         at = until = trigger = None
         if spec.at is not None:
-            at = self.instant(spec.at, tz, (*path, "at"))
+            at = self.parsed((*path, "at"), times.instant, spec.at, tz)
             if spec.until is not None:
                 self.fail((*path, "until"), "until: only applies to cron posts")
             if at is None:
                 return None
         else:
             assert spec.cron is not None
-            try:
-                trigger = times.cron(spec.cron, tz)
-            except ValueError as exc:
-                self.fail((*path, "cron"), str(exc))
-                return None
+            trigger = self.parsed((*path, "cron"), times.cron, spec.cron, tz)
             if spec.until is not None:
-                try:
-                    until = times.day_end(spec.until, tz)
-                except ValueError as exc:
-                    self.fail((*path, "until"), str(exc))
+                until = self.parsed((*path, "until"), times.day_end, spec.until, tz)
+                if until is None:
                     return None
+            if trigger is None:
+                return None
         return Post(spec.id, targets, spec.message, spec.link, spec.image, tz, grace,
                     spec.draft, at, trigger, spec.cron, until)
 
@@ -450,15 +435,15 @@ class _Builder:
         if common is None:
             return None
         tz, grace, targets = common
-        starts = self.instant(spec.starts, tz, (*path, "starts"))
-        ends = self.instant(spec.ends, tz, (*path, "ends"))
+        starts = self.parsed((*path, "starts"), times.instant, spec.starts, tz)
+        ends = self.parsed((*path, "ends"), times.instant, spec.ends, tz)
         if starts is not None and ends is not None and ends <= starts:
             self.fail((*path, "ends"), f"ends ({spec.ends}) must be after starts ({spec.starts})")
         reminders = []
         parts: set[str] = set()
         for i, reminder in enumerate(spec.reminders):
             rpath = (*path, "reminders", i)
-            before = self.duration(reminder.before, (*rpath, "before"))
+            before = self.parsed((*rpath, "before"), times.duration, reminder.before)
             self.template(reminder.message, (*rpath, "message"))
             if before is None:
                 continue
