@@ -62,7 +62,7 @@ class Daemon:
         self.config: config.Config | None = None
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
-        self._lock = threading.Lock()  # one reload/refresh/sweep pass at a time
+        self._lock = threading.Lock()  # one reload or refresh at a time
         self._done_stat: tuple[int, int, int] | None = None
         self._rejected_digest: str | None = None
 
