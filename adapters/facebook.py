@@ -24,6 +24,7 @@ DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_VERSION = "v25.0"
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 341, 613, 80001})
 AUTH_CODES = frozenset({102, 190})
+MAX_WAIT = 86400.0  # the longest wait a server may ask for; beyond it a post's grace is long gone
 
 
 def check_base_url(url: str) -> str:
@@ -149,14 +150,14 @@ def usage_percent(resp: web.Response) -> float | None:
 def retry_after(resp: web.Response) -> float | None:
     """Seconds the network asks us to wait: Retry-After or the regain time, if any."""
     waits: list[float] = []
-    header = resp.headers.get("Retry-After", "")
-    if header.strip().isdigit():
+    header = resp.headers.get("Retry-After", "").strip()
+    if header.isdigit() and len(header) < 10:
         waits.append(float(header))
     for entry in _buc_entries(resp):
         minutes = entry.get("estimated_time_to_regain_access")
-        if isinstance(minutes, int | float) and minutes > 0:
+        if isinstance(minutes, int | float) and 0 < minutes < MAX_WAIT:
             waits.append(float(minutes) * 60)
-    return max(waits) if waits else None
+    return min(max(waits), MAX_WAIT) if waits else None
 
 
 def _buc_entries(resp: web.Response) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ class Response:
         """Parse a JSON-valued header, or None if absent or malformed."""
         try:
             return json.loads(self.headers.get(name, ""))
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
 
@@ -96,7 +96,7 @@ def call(http: requests.Session, method: str, url: str, *, timeout: float,
         raw = _read_bounded(resp, what, timeout, may_have_acted)
     try:
         body = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deep enough to be hostile
         body = None
     return Response(resp.status_code, resp.headers, body)
 

@@ -69,6 +69,7 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit status."""
+        self._install_signals()  # first, so that a stop during start-up is a clean stop
         first = self.read()
         if isinstance(first, ConfigError):
             for problem in first.problems:
@@ -79,18 +80,21 @@ class Daemon:
         self.scheduler.start(paused=True)
         try:
             self.apply(first, reason="start")
-            now = clock.now()
+            self.sweep(starting=True)
             self.scheduler.add_job(self.sweep, "interval", seconds=self.settings.sweep_seconds,
-                                   id="sweep", next_run_time=now, executor="maintenance")
+                                   id="sweep", executor="maintenance")
             self.scheduler.add_job(self.refresh, "interval", seconds=REFRESH.total_seconds(),
                                    id="refresh", executor="maintenance")
-            self._install_signals()
             self.scheduler.resume()
             log.info("oyez running%s on %s (node %s); watching %s",
                      " in DRY-RUN mode" if self.dry_run else "", safe_url(self.settings.db),
                      self.settings.node, self.path)
             while not self.stop.wait(self.settings.watch_seconds):
-                self.watch()
+                try:
+                    self.watch()
+                except Exception:  # e.g. the database is locked for too long: try again next poll
+                    log.exception("reloading %s failed; still running the last good schedule",
+                                  self.path)
             log.info("stopping")
         finally:
             self.publisher.stopping.set()
@@ -172,6 +176,9 @@ class Daemon:
         if reason != "start" and not new.posts and not new.live_events:
             log.warning("%s has no posts or live events: %d pending deliveries cancelled",
                         self.path, len(synced.cancelled))
+        for key in synced.kept_text:
+            log.warning("%s: its new text is not used: an earlier attempt may already have "
+                        "published the old one, which is checked for first", key)
         for key in synced.resend_refused:
             log.warning("%s was already sent; its new time is ignored. To publish it again, "
                         "give it a new id in %s", key, self.path.name)
@@ -230,16 +237,24 @@ class Daemon:
                                args=[delivery_id, target], id=_job_id(delivery_id),
                                replace_existing=True)
 
-    def sweep(self) -> None:
-        """Send what is due and unclaimed, recover abandoned claims, expire the too-late."""
+    def sweep(self, *, starting: bool = False) -> None:
+        """Send what is due and unclaimed, recover abandoned claims, expire the too-late.
+
+        When `starting`, claims held under this daemon's own node name are abandoned
+        too: they can only be left over from an earlier process (OYEZ_NODE set, or pid 1).
+        """
         now = clock.now()
         for row in self.ledger.stale(now, dry_run=self.dry_run):
             reason = f"abandoned by {row.claimed_by} while sending; checking the network first"
-            if _abandoned(row, now, self.settings.node) and self.ledger.release(row, now, reason):
+            abandoned = starting and row.claimed_by == self.settings.node
+            if (abandoned or _abandoned(row, now, self.settings.node)) and \
+                    self.ledger.release(row, now, reason):
                 log.warning("%s was being sent by %s, which stopped: will check %s for it "
                                 "before sending again", row.key, row.claimed_by, row.target)
         for row in self.ledger.expire(now, dry_run=self.dry_run):
             log.error("missed %s to %s: %s", row.key, row.target, row.error)
+        for row in self.ledger.late_uncertain(now, dry_run=self.dry_run):
+            self.publisher.settle(row)
         for row in self.ledger.due(now, dry_run=self.dry_run):
             assert row.id is not None
             if not self.publisher.is_unhealthy(row.target) or self.dry_run:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 SLOW_DOWN_AT = 90.0  # usage percentage from which a target is paced
 PACE = {90.0: timedelta(seconds=5), 100.0: timedelta(seconds=60)}
 LOOKBACK = timedelta(minutes=10)  # how far before the first attempt find_published looks
+SETTLE_FOR = timedelta(hours=1)  # how long past a deadline an unknown outcome is still checked
 
 
 class Publisher:
@@ -63,7 +64,8 @@ class Publisher:
         """Use this config's targets from now on; rebuild adapters whose settings changed."""
         targets = config.targets
         self.digest = config.digest
-        refused = self.ledger.unhealthy()
+        # a dry run sends nothing, so it neither reads nor clears the real targets' health
+        refused = {} if self.dry_run else self.ledger.unhealthy()
         with self._lock:
             self._adapters = {name: self._adapter(name, target) for name, target in targets.items()}
             for name, target in targets.items():
@@ -132,7 +134,10 @@ class Publisher:
         row = self.ledger.claim(delivery_id, self.settings.node, now, self.settings.lease)
         if row is None:
             return
-        adapter = self._adapters.get(row.target)
+        with self._lock:  # the adapter and the settings it was built from, as one
+            adapter = self._adapters.get(row.target)
+            current = self._targets.get(row.target)
+        fingerprint = current.fingerprint if current is not None else ""
         started = clock.now()
         lateness_ms = int((started - row.due_at).total_seconds() * 1000)
         message = Message(row.text, row.link, row.image)
@@ -144,7 +149,12 @@ class Publisher:
             else:
                 outcome, published = self._send(adapter, row, message)
         except PublishError as exc:
-            self._failed(row, exc, started, lateness_ms)
+            self._failed(row, exc, started, lateness_ms, fingerprint)
+            return
+        except Exception as exc:  # a bug or a hostile reply: record it, never strand the claim
+            log.exception("%s to %s: unexpected error", row.key, row.target)
+            self._failed(row, TransientError(f"unexpected {type(exc).__name__}", ambiguous=True),
+                         started, lateness_ms, fingerprint)
             return
         finished = clock.now()
         self.ledger.finish(
@@ -166,6 +176,31 @@ class Publisher:
                 return "found", found
         return "sent", adapter.publish(message)
 
+    def settle(self, row: Delivery) -> None:
+        """Close a delivery whose window passed while an attempt's outcome was unknown.
+
+        It is `sent` if the network has it, else `missed`; if the network cannot be
+        asked, the next sweep tries again, for up to an hour past the deadline.
+        """
+        now = clock.now()
+        with self._lock:
+            adapter = self._adapters.get(row.target)
+        found, note = None, "not found on the network after an attempt with unknown outcome"
+        if adapter is not None and not self.dry_run and row.first_attempt_at is not None:
+            try:
+                found = adapter.find_published(Message(row.text, row.link, row.image),
+                                               row.first_attempt_at - LOOKBACK)
+            except PublishError as exc:
+                if now < row.deadline + SETTLE_FOR:
+                    return
+                note = f"could not check the network: {redact(str(exc))}"
+        if found is not None:
+            note = "found on the network after an attempt with unknown outcome"
+        if self.ledger.settle(row, now, found.remote_id if found else None, note):
+            log_as = log.info if found else log.error
+            log_as("%s to %s: %s", row.key, row.target, "sent (" + note + ")" if found else
+                   "missed: " + note)
+
     def _print(self, row: Delivery, message: Message) -> Published:
         local = row.due_at.astimezone(times.zone(row.tz))
         lines = [f"DRY RUN {local:%Y-%m-%d %H:%M:%S %Z} ({row.due_at:%H:%M:%S}Z) -> {row.target}"
@@ -180,7 +215,8 @@ class Publisher:
             self.out.flush()
         return Published(f"dry-run-{row.id}")
 
-    def _failed(self, row: Delivery, exc: PublishError, started: datetime, lateness_ms: int) -> None:
+    def _failed(self, row: Delivery, exc: PublishError, started: datetime, lateness_ms: int,
+                fingerprint: str) -> None:
         now = clock.now()
         error = redact(str(exc))
         kind = {AuthError: "auth", PermanentError: "permanent"}.get(type(exc), "transient")
@@ -190,7 +226,7 @@ class Publisher:
         values: dict[str, Any]
         if isinstance(exc, AuthError):
             values = {"status": "pending", "error": f"target unhealthy: {error}"}
-            self._mark_unhealthy(row.target, error, now)
+            self._mark_unhealthy(row.target, error, now, fingerprint)
         elif isinstance(exc, TransientError) and row.attempts < self.settings.max_attempts:
             delay = self._backoff(row.attempts, exc.retry_after)
             retry_at = now + delay
@@ -211,15 +247,18 @@ class Publisher:
 
     def _backoff(self, attempts: int, retry_after: float | None) -> timedelta:
         base = min(self.settings.retry_cap_seconds,
-                   self.settings.retry_base_seconds * 2 ** max(attempts - 1, 0))
+                   self.settings.retry_base_seconds * 2 ** min(max(attempts - 1, 0), 30))
         seconds = base * random.uniform(0.5, 1.0)
         return timedelta(seconds=max(seconds, retry_after or 0.0))
 
-    def _mark_unhealthy(self, target: str, reason: str, now: datetime) -> None:
+    def _mark_unhealthy(self, target: str, reason: str, now: datetime, fingerprint: str) -> None:
+        """Hold `target` while the settings that were refused (`fingerprint`) are in use."""
         with self._lock:
+            current = self._targets.get(target)
+            if current is None or current.fingerprint != fingerprint:
+                return  # its settings changed while the call was out: the new ones get a chance
             first = target not in self._unhealthy
             self._unhealthy[target] = reason
-            fingerprint = self._targets[target].fingerprint if target in self._targets else ""
         if first:
             self.ledger.set_unhealthy(target, fingerprint, reason, now)
             log.error("target %s is unhealthy: %s — its posts are held (pending) until the token "

@@ -141,6 +141,7 @@ class SyncResult:
     cancelled: list[Delivery] = field(default_factory=list)
     active: list[Delivery] = field(default_factory=list)
     resend_refused: list[str] = field(default_factory=list)
+    kept_text: list[str] = field(default_factory=list)
 
 
 _CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image")
@@ -222,16 +223,26 @@ class Ledger:
                     new_rows.append({**content, "key": key, "job_id": occ.job_id, "dry_run": dry_run,
                                      "status": "pending", "created_at": now, "updated_at": now})
                     result.added.append(key)
-                elif row.status in ACTIVE or row.status == "cancelled":
+                elif row.status in (*ACTIVE, "cancelled", "missed", "failed"):
+                    if row.uncertain and any(getattr(row, k) != content[k] for k in _MESSAGE):
+                        # an earlier attempt may have published the old text: it is what the
+                        # network is checked for, so it stays
+                        result.kept_text.append(key)
+                        content.update({k: getattr(row, k) for k in _MESSAGE})
                     if row.status == "cancelled":
-                        row.status = "pending"
                         result.added.append(key)
-                    elif any(getattr(row, k) != v for k, v in content.items()):
-                        result.changed.append(key)
-                    else:
+                    elif not any(getattr(row, k) != v for k, v in content.items()):
                         continue  # unchanged: no write
+                    elif row.status in ACTIVE:
+                        result.changed.append(key)
+                    elif occ.deadline > now:  # missed or failed, edited so that it can go out
+                        result.changed.append(key)
+                        row.attempts, row.error, row.next_attempt_at = 0, None, None
+                    else:
+                        continue
                     for k, v in content.items():
                         setattr(row, k, v)
+                    row.status = row.status if row.status in ACTIVE else "pending"
                     row.updated_at = now
                     s.add(row)
                 elif row.due_at != occ.due and row.status == "sent" and key.startswith("post:"):
@@ -295,11 +306,14 @@ class Ledger:
             ).order_by(col(Delivery.due_at), col(Delivery.id))).all()
 
     def expire(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
-        """Mark open deliveries whose deadline has passed as `missed`; return them."""
+        """Mark open deliveries whose deadline has passed as `missed`; return them.
+
+        Uncertain ones (an attempt may have published) are left for `settle`.
+        """
         with self.writing() as s:
             late = s.exec(select(Delivery).where(
                 Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
-                col(Delivery.deadline) <= now)).all()
+                col(Delivery.deadline) <= now, col(Delivery.uncertain).is_(False))).all()
             for row in late:
                 row.status = "missed"
                 row.error = _missed_reason(row, now)
@@ -307,6 +321,22 @@ class Ledger:
                 s.add(row)
             s.commit()
             return late
+
+    def late_uncertain(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
+        """Open deliveries past their deadline whose earlier attempt may have published."""
+        with self.session() as s:
+            return s.exec(select(Delivery).where(
+                Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
+                col(Delivery.deadline) <= now, col(Delivery.uncertain).is_(True))).all()
+
+    def settle(self, delivery: Delivery, now: datetime, remote_id: str | None, error: str) -> bool:
+        """Close a late uncertain delivery: `sent` if it was found on the network, else `missed`."""
+        values = ({"status": "sent", "remote_id": remote_id, "sent_at": now, "error": error}
+                  if remote_id else {"status": "missed", "error": error})
+        with self.transaction() as conn:
+            done = conn.execute(update(_D).where(_D.c.id == delivery.id, _D.c.status.in_(ACTIVE))
+                                .values(uncertain=False, updated_at=now, **values))
+            return bool(done.rowcount == 1)
 
     def stale(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
         """Deliveries left in `sending` (by anyone)."""
@@ -396,6 +426,9 @@ _CLAIM = (
             first_attempt_at=func.coalesce(_D.c.first_attempt_at, bindparam("now")))
     .returning(*_D.c)  # SQLite >= 3.35 and PostgreSQL
 )
+
+
+_MESSAGE = ("text", "link", "image")
 
 
 def _content(occ: Occurrence) -> dict[str, Any]:

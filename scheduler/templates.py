@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 _formatter = string.Formatter()
+MAX_FIELDS = 50  # with widths under 1000, a message stays under 50k characters
 
 
 def fields_problem(template: str, allowed: frozenset[str]) -> str | None:
@@ -16,6 +17,8 @@ def fields_problem(template: str, allowed: frozenset[str]) -> str | None:
         parts = list(_formatter.parse(template))
     except ValueError as exc:
         return f"bad template: {exc} (write {{{{ and }}}} for literal braces)"
+    if sum(name is not None for _, name, _, _ in parts) > MAX_FIELDS:
+        return f"too many template fields (at most {MAX_FIELDS})"
     for _, name, spec, conversion in parts:
         if name is None:
             continue

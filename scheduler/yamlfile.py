@@ -113,7 +113,12 @@ def _convert(node: yaml.Node, problems: list[str], budget: list[int], name: str)
         return _bad_tag(node, problems, name)
     if tag == "tag:yaml.org,2002:timestamp":
         return node.value  # times are parsed by oyez itself, in the file's time zone
-    return _constructor.construct_object(node)
+    try:
+        return _constructor.construct_object(node)
+    except (yaml.YAMLError, ValueError, OverflowError):  # e.g. `0b_`, which resolves as an int
+        problems.append(f"{name}:{node.start_mark.line + 1}: bad value {node.value!r} "
+                        "(quote it to make it text)")
+        return None
 
 
 def _bad_tag(node: yaml.Node, problems: list[str], name: str) -> None:
