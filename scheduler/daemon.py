@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 REFRESH = timedelta(hours=1)
 SETTLE_NS = 200_000_000  # a jobs.yaml younger than this may be half-written
+RECHECK_S = 5.0
 
 
 class Daemon:
@@ -64,6 +65,7 @@ class Daemon:
         self.reload_requested = threading.Event()
         self._lock = threading.Lock()  # one reload or refresh at a time
         self._done_stat: tuple[int, int, int] | None = None
+        self._checked_at = 0.0
         self._rejected_digest: str | None = None
 
     # --- lifecycle -------------------------------------------------------
@@ -134,11 +136,14 @@ class Daemon:
             stat = (0, 0, 0)
         forced = self.reload_requested.is_set()
         if not forced:
-            if stat == self._done_stat:
+            # an unchanged stat is re-checked by content now and then: on some mounted
+            # volumes two quick same-size saves share one mtime
+            if stat == self._done_stat and time.monotonic() - self._checked_at < RECHECK_S:
                 return
             if abs(time.time_ns() - stat[0]) < SETTLE_NS:
                 return  # written a moment ago: a save may still be in progress
         self._done_stat = stat
+        self._checked_at = time.monotonic()
         self.reload_requested.clear()
         try:
             raw = self.path.read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from datetime import datetime, timedelta
@@ -151,4 +152,23 @@ def test_moving_a_sent_post_does_not_resend_and_emptying_warns(graph: FakeGraph,
     assert status_of(daemon, "later") == ["cancelled"]
     time.sleep(4)
     assert len(graph.posts) == 1
+    assert daemon.stop() == 0
+
+
+def test_same_size_save_with_the_same_mtime_is_still_picked_up(graph: FakeGraph,
+                                                                 daemon: DaemonProcess) -> None:
+    """Mounted volumes can give two quick saves one mtime; the content is re-checked."""
+    head = targets_yaml(graph, "111") + "posts:\n"
+    due = soon(12)
+    daemon.write(head + post("tip", due, "Lock yuor car"))
+    daemon.start()
+    assert daemon.wait_log("start jobs.yaml")
+    before = os.stat(daemon.jobs)
+    fixed = daemon.jobs.read_text().replace("yuor", "your")
+    with open(daemon.jobs, "r+") as f:  # same inode, same size, mtime put back
+        f.write(fixed)
+    os.utime(daemon.jobs, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert daemon.wait_log("1 changed", timeout=10)
+    [sent] = graph.wait_for_posts(1, timeout=20)
+    assert sent.message == "Lock your car"
     assert daemon.stop() == 0
