@@ -163,6 +163,7 @@ def test_same_size_save_with_the_same_mtime_is_still_picked_up(graph: FakeGraph,
     daemon.write(head + post("tip", due, "Lock yuor car"))
     daemon.start()
     assert daemon.wait_log("start jobs.yaml")
+    time.sleep(1)  # the daemon has seen this stat
     before = os.stat(daemon.jobs)
     fixed = daemon.jobs.read_text().replace("yuor", "your")
     with open(daemon.jobs, "r+") as f:  # same inode, same size, mtime put back
