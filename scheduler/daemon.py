@@ -249,7 +249,7 @@ class Daemon:
         too: they can only be left over from an earlier process (OYEZ_NODE set, or pid 1).
         """
         now = clock.now()
-        for row in self.ledger.stale(now, dry_run=self.dry_run):
+        for row in self.ledger.stale(dry_run=self.dry_run):
             reason = f"abandoned by {row.claimed_by} while sending; checking the network first"
             abandoned = starting and row.claimed_by == self.settings.node
             if (abandoned or _abandoned(row, now, self.settings.node)) and \

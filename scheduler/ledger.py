@@ -41,7 +41,6 @@ from .plan import Occurrence
 log = logging.getLogger(__name__)
 
 ACTIVE = ("pending", "retry")
-STATUSES = ("pending", "sending", "retry", "sent", "failed", "missed", "cancelled")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -338,7 +337,7 @@ class Ledger:
                                 .values(uncertain=False, updated_at=now, **values))
             return bool(done.rowcount == 1)
 
-    def stale(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
+    def stale(self, *, dry_run: bool) -> Sequence[Delivery]:
         """Deliveries left in `sending` (by anyone)."""
         with self.session() as s:
             return s.exec(select(Delivery).where(Delivery.dry_run == dry_run,
@@ -383,17 +382,14 @@ class Ledger:
                 s.commit()
 
     def deliveries(self, *, dry_run: bool, limit: int | None = None,
-                   since: datetime | None = None, until: datetime | None = None,
-                   status: Iterable[str] | None = None) -> Sequence[Delivery]:
-        """Deliveries, newest due first, optionally due in [since, until) or in these statuses."""
+                   since: datetime | None = None, until: datetime | None = None) -> Sequence[Delivery]:
+        """Deliveries, newest due first, optionally only those due in [since, until)."""
         with self.session() as s:
             query = select(Delivery).where(Delivery.dry_run == dry_run)
             if since is not None:
                 query = query.where(col(Delivery.due_at) >= since)
             if until is not None:
                 query = query.where(col(Delivery.due_at) < until)
-            if status is not None:
-                query = query.where(col(Delivery.status).in_(list(status)))
             query = query.order_by(col(Delivery.due_at).desc(), col(Delivery.id).desc())
             return s.exec(query.limit(limit)).all()
 
