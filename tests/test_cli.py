@@ -122,3 +122,11 @@ def test_check_asks_each_target(tmp_path: Path, graph: FakeGraph) -> None:
         + "). Fix: issue a new Page access token and update it in .env",
     ]
     assert TOKEN not in result.stdout + result.stderr
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_screen = "\n".join(readme.splitlines()[:15])
+    assert "\n    scripts/test\n" in first_screen
+    assert "oyez run --dry-run" in first_screen
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("exec scripts/test")
