@@ -114,6 +114,8 @@ def _n(count: int, noun: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    for line in report.disk_note(args.config, _settings(args).db):  # the daemon may run another
+        print(line, file=sys.stderr)
     cfg = config.load(args.config, strict_env=False)
     for warning in cfg.warnings:
         logging.getLogger("oyez").warning("%s", warning)

@@ -140,12 +140,8 @@ def reloads_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def status_text(config_path: str, db: str) -> str:
-    """Is the file on disk what is running? Which targets are unhealthy? What is open?"""
-    ledger = _ledger(db)
-    if ledger is None:
-        return f"no ledger at {db}: the daemon has not run here yet"
-    lines = []
+def running_vs_disk(config_path: str, ledger: Ledger) -> list[str]:
+    """What the daemon runs, and whether the file on disk is it (and if not, why)."""
     reloads = ledger.reloads(200)
     good = next((r for r in reloads if r.ok), None)
     try:
@@ -153,21 +149,35 @@ def status_text(config_path: str, db: str) -> str:
     except OSError as exc:
         disk = f"unreadable ({exc.strerror})"
     if good is None:
-        lines.append("running: nothing loaded yet")
-    else:
-        lines.append(f"running: {good.path} {good.digest[:12] if good.digest else '?'} "
-                     f"(loaded {good.at:%Y-%m-%d %H:%M:%S}Z)")
-        if good.digest == disk:
-            lines.append(f"on disk: {config_path} is the running schedule")
-        else:
-            bad = next((r for r in reloads if r.digest == disk and not r.ok), None)
-            if bad is not None:
-                lines.append(f"on disk: {config_path} {disk[:12]} is NOT running: invalid since "
-                             f"{bad.at:%Y-%m-%d %H:%M:%S}Z:")
-                lines += [f"    {e}" for e in (bad.errors or "").splitlines()]
-            else:
-                lines.append(f"on disk: {config_path} {disk[:12]} differs and has not been "
-                             "loaded yet (the daemon picks up changes within seconds)")
+        return ["running: nothing loaded yet"]
+    lines = [f"running: {good.path} {good.digest[:12] if good.digest else '?'} "
+             f"(loaded {good.at:%Y-%m-%d %H:%M:%S}Z)"]
+    if good.digest == disk:
+        return [*lines, f"on disk: {config_path} is the running schedule"]
+    bad = next((r for r in reloads if r.digest == disk and not r.ok), None)
+    if bad is None:
+        return [*lines, f"on disk: {config_path} {disk[:12]} differs and has not been "
+                        "loaded yet (the daemon picks up changes within seconds)"]
+    return [*lines, f"on disk: {config_path} {disk[:12]} is NOT running: invalid since "
+                    f"{bad.at:%Y-%m-%d %H:%M:%S}Z:",
+            *(f"    {e}" for e in (bad.errors or "").splitlines())]
+
+
+def disk_note(config_path: str, db: str) -> list[str]:
+    """`running_vs_disk` when a daemon has used this database and runs something else."""
+    ledger = _ledger(db)
+    if ledger is None:
+        return []
+    lines = running_vs_disk(config_path, ledger)
+    return [] if len(lines) == 2 and lines[1].endswith("is the running schedule") else lines
+
+
+def status_text(config_path: str, db: str) -> str:
+    """Is the file on disk what is running? Which targets are unhealthy? What is open?"""
+    ledger = _ledger(db)
+    if ledger is None:
+        return f"no ledger at {db}: the daemon has not run here yet"
+    lines = running_vs_disk(config_path, ledger)
     for name, health in sorted(ledger.unhealthy().items()):
         lines.append(f"target {name}: UNHEALTHY since {health.since:%Y-%m-%d %H:%M}Z: "
                      f"{health.reason}")

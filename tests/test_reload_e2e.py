@@ -81,6 +81,8 @@ def test_broken_saves_keep_the_last_good_schedule(graph: FakeGraph, daemon: Daem
     assert sorted(p.message for p in posts) == [f"p{i} message" for i in range(6)]
     status = daemon.cli("status", "-c", str(daemon.jobs)).stdout
     assert "is NOT running: invalid since" in status
+    plan = daemon.cli("plan", "-c", str(daemon.jobs), check=False)
+    assert plan.returncode == 1 and "is NOT running: invalid since" in plan.stderr
     assert daemon.log().count("still running the last good schedule") >= 15
     assert set(status_of(daemon, "p0") + status_of(daemon, "p5")) == {"sent"}
     daemon.write(good + post("later", soon(4), "the next valid save"))
