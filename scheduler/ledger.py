@@ -32,7 +32,7 @@ from sqlalchemy import (
     or_,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from .errors import OyezError
@@ -157,7 +157,9 @@ class Ledger:
             self._write_engine = self.engine.execution_options(oyez_write=True)
             try:
                 SQLModel.metadata.create_all(self.engine)
-            except OperationalError:  # another daemon created the tables at the same moment
+            except (OperationalError, IntegrityError, ProgrammingError):
+                # another daemon created the tables at the same moment (SQLite says "already
+                # exists", PostgreSQL a unique violation in its catalogue): they are there now
                 time.sleep(0.2)
                 SQLModel.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:

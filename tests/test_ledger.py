@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlmodel import SQLModel
 
 from scheduler.ledger import Attempt, Ledger
 from scheduler.plan import Occurrence
@@ -19,7 +21,11 @@ LEASE = timedelta(minutes=5)
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    led = Ledger(f"sqlite:///{tmp_path / 'oyez.db'}")
+    """A fresh SQLite ledger; with OYEZ_TEST_PG set (a SQLAlchemy URL), a fresh PostgreSQL one."""
+    url = os.environ.get("OYEZ_TEST_PG") or f"sqlite:///{tmp_path / 'oyez.db'}"
+    led = Ledger(url)
+    SQLModel.metadata.drop_all(led.engine)
+    SQLModel.metadata.create_all(led.engine)
     yield led
     led.engine.dispose()
 
