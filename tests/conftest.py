@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from fakegraph import FakeGraph
+from sqlmodel import SQLModel
 
 from scheduler.ledger import Delivery, Ledger
+from scheduler.plan import Occurrence
 
 TOKEN = "EAAB-SECRET-CANARY"  # grep for this: it must never show up in output, logs or the DB
 TOKEN2 = "EAAB-OTHER-TOKEN-222"
@@ -143,6 +145,25 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05
             return True
         time.sleep(interval)
     return check()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A fresh SQLite ledger; with OYEZ_TEST_PG set (a SQLAlchemy URL), a fresh PostgreSQL one."""
+    url = os.environ.get("OYEZ_TEST_PG") or f"sqlite:///{tmp_path / 'oyez.db'}"
+    led = Ledger(url)
+    SQLModel.metadata.drop_all(led.engine)
+    SQLModel.metadata.create_all(led.engine)
+    yield led
+    led.engine.dispose()
+
+
+def occurrence(key: str, due: datetime, text: str = "hello", *, target: str = "page",
+               draft: bool = False) -> Occurrence:
+    """A one-message occurrence with a 15-minute grace, keyed `kind:job:...`."""
+    return Occurrence(key=key, job_id=key.split(":")[1], part="post", target=target, due=due,
+                      deadline=due + timedelta(minutes=15), text=text, link=None, image=None,
+                      draft=draft, tz_name="UTC")
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ import random
 import time
 from datetime import timedelta
 
-from conftest import TOKEN2, DaemonProcess, iso, posts_yaml, soon, targets_yaml, wait_until
+from conftest import TOKEN2, DaemonProcess, iso, occurrence, posts_yaml, soon, targets_yaml, wait_until
 from fakegraph import FakeGraph, Fault
 
 from scheduler.ledger import Ledger
-from scheduler.plan import Occurrence
 
 
 def messages(graph: FakeGraph, page: str | None = None) -> list[str]:
@@ -209,9 +208,7 @@ def test_sweep_sends_what_the_scheduler_does_not_know(graph: FakeGraph, daemon: 
     assert wait_until(lambda: daemon.db_path.exists() and "oyez running" in daemon.log(), 15)
     due = soon(0)
     ledger = Ledger(daemon.db)
-    ledger.sync([Occurrence(key="post:orphan:page111", job_id="orphan", part="post", target="page111",
-                            due=due, deadline=due + timedelta(minutes=15), text="found by the sweep",
-                            link=None, image=None, draft=False, tz_name="UTC")],
+    ledger.sync([occurrence("post:orphan:page111", due, "found by the sweep", target="page111")],
                 due + timedelta(days=1), dry_run=False, now=due)
     ledger.engine.dispose()
     [post] = graph.wait_for_posts(1, timeout=10)

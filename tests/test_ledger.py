@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlmodel import SQLModel
+from conftest import occurrence
 
 from scheduler.ledger import Attempt, Ledger
 from scheduler.plan import Occurrence
@@ -19,21 +16,8 @@ UNTIL = NOW + timedelta(days=7)
 LEASE = timedelta(minutes=5)
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A fresh SQLite ledger; with OYEZ_TEST_PG set (a SQLAlchemy URL), a fresh PostgreSQL one."""
-    url = os.environ.get("OYEZ_TEST_PG") or f"sqlite:///{tmp_path / 'oyez.db'}"
-    led = Ledger(url)
-    SQLModel.metadata.drop_all(led.engine)
-    SQLModel.metadata.create_all(led.engine)
-    yield led
-    led.engine.dispose()
-
-
 def occ(key: str, due: datetime = NOW, text: str = "hello", *, draft: bool = False) -> Occurrence:
-    return Occurrence(key=key, job_id=key.split(":")[1], part="post", target="page", due=due,
-                      deadline=due + timedelta(minutes=15), text=text, link=None, image=None,
-                      draft=draft, tz_name="Europe/London")
+    return occurrence(key, due, text, draft=draft)
 
 
 def sync(ledger: Ledger, *occurrences: Occurrence, dry_run: bool = False, preview: bool = False,

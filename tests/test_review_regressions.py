@@ -5,13 +5,11 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import requests
-from conftest import TOKEN, DaemonProcess, iso, posts_yaml, soon, targets_yaml, wait_until
+from conftest import TOKEN, DaemonProcess, iso, occurrence, posts_yaml, soon, targets_yaml, wait_until
 from fakegraph import FakeGraph, Fault
 from pydantic import SecretStr
 
@@ -21,22 +19,9 @@ from adapters.facebook import FacebookPage, FacebookPageSettings
 from scheduler import config
 from scheduler.errors import ConfigError, TransientError
 from scheduler.ledger import Ledger
-from scheduler.plan import Occurrence
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    led = Ledger(f"sqlite:///{tmp_path / 'oyez.db'}")
-    yield led
-    led.engine.dispose()
-
-
-def occ(key: str, due: datetime, text: str = "hello") -> Occurrence:
-    return Occurrence(key=key, job_id=key.split(":")[1], part="post", target="page", due=due,
-                      deadline=due + timedelta(minutes=15), text=text, link=None, image=None,
-                      draft=False, tz_name="UTC")
+UNTIL = NOW + timedelta(days=1)
 
 
 def test_a_malformed_number_is_a_located_problem() -> None:
@@ -85,12 +70,12 @@ def test_deeply_nested_json_is_a_typed_error() -> None:
 
 
 def test_edited_text_of_an_uncertain_delivery_is_kept(ledger: Ledger) -> None:
-    ledger.sync([occ("post:a:page", NOW, "Chat at 6pn")], NOW + timedelta(days=1), dry_run=False, now=NOW)
+    ledger.sync([occurrence("post:a:page", NOW, "Chat at 6pn")], UNTIL, dry_run=False, now=NOW)
     [row] = ledger.deliveries(dry_run=False)
     assert row.id is not None
     claimed = ledger.claim(row.id, "n1", NOW, timedelta(minutes=5))
     assert claimed is not None and ledger.release(claimed, NOW, "timed out")  # now uncertain
-    result = ledger.sync([occ("post:a:page", NOW, "Chat at 6pm")], NOW + timedelta(days=1),
+    result = ledger.sync([occurrence("post:a:page", NOW, "Chat at 6pm")], UNTIL,
                          dry_run=False, now=NOW)
     assert result.kept_text == ["post:a:page"] and result.changed == []
     [row] = ledger.deliveries(dry_run=False)
@@ -99,7 +84,7 @@ def test_edited_text_of_an_uncertain_delivery_is_kept(ledger: Ledger) -> None:
 
 @pytest.mark.parametrize("status", ["missed", "failed"])
 def test_a_missed_or_failed_post_moved_into_the_future_is_sent_again(ledger: Ledger, status: str) -> None:
-    ledger.sync([occ("post:a:page", NOW)], NOW + timedelta(days=1), dry_run=False, now=NOW)
+    ledger.sync([occurrence("post:a:page", NOW)], UNTIL, dry_run=False, now=NOW)
     later = NOW + timedelta(minutes=20)
     if status == "missed":
         ledger.expire(later, dry_run=False)
@@ -113,9 +98,9 @@ def test_a_missed_or_failed_post_moved_into_the_future_is_sent_again(ledger: Led
                                              finished_at=NOW, outcome="permanent", lateness_ms=0),
                       status="failed", error="(#100) Invalid parameter")
     assert [d.status for d in ledger.deliveries(dry_run=False)] == [status]
-    unchanged = ledger.sync([occ("post:a:page", NOW)], NOW + timedelta(days=1), dry_run=False, now=later)
+    unchanged = ledger.sync([occurrence("post:a:page", NOW)], UNTIL, dry_run=False, now=later)
     assert unchanged.changed == []
-    moved = ledger.sync([occ("post:a:page", later + timedelta(hours=1))], NOW + timedelta(days=1),
+    moved = ledger.sync([occurrence("post:a:page", later + timedelta(hours=1))], UNTIL,
                         dry_run=False, now=later)
     assert moved.changed == ["post:a:page"]
     [row] = ledger.deliveries(dry_run=False)
