@@ -13,7 +13,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from . import clock, config, plan, report, times
+from . import clock, config, entry, plan, report, times
 from .errors import ConfigError, OyezError
 from .secrets import RedactingFilter
 from .settings import Settings
@@ -25,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `oyez` console script."""
     load_dotenv(".env", override=False)  # the real environment wins
     args = _parser().parse_args(argv)
+    if args.func is not cmd_run:
+        entry.release()  # a stop signal that came while importing stops this command as usual
     _logging(args.log_level)
     try:
         return int(args.func(args))

@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from adapters import http as web
 
-from . import clock, config, plan, times
+from . import clock, config, entry, plan, times
 from .delivery import Publisher
 from .errors import ConfigError
 from .ledger import Delivery, Ledger, Reload, SyncResult, safe_url
@@ -72,7 +72,11 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; return the exit status."""
         self._install_signals()  # first, so that a stop during start-up is a clean stop
+        log.info("starting: reading %s", self.path)
         first = self.read()
+        if self.stop.is_set():
+            log.info("stopping (asked to while starting)")
+            return 0
         if isinstance(first, ConfigError):
             for problem in first.problems:
                 log.error("%s", problem)
@@ -115,6 +119,8 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, hup)
+        for signum in entry.take_held():  # arrived while oyez was still importing
+            (self.reload_requested if signum == signal.SIGHUP else self.stop).set()
 
     # --- configuration -----------------------------------------------------
     def read(self, raw: bytes | None = None) -> config.Config | ConfigError:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -137,8 +140,30 @@ def test_late_unknown_outcome_is_looked_up_not_declared_missed(graph: FakeGraph,
 def test_sigterm_during_a_slow_start_is_a_clean_stop(graph: FakeGraph, daemon: DaemonProcess) -> None:
     daemon.write(targets_yaml(graph, "111") + posts_yaml(3000, soon(3600), 1))
     daemon.start()
-    time.sleep(0.4)
+    assert daemon.wait_log("starting: reading", timeout=60)  # now reading 3,000 posts
     assert daemon.stop() == 0
+    assert "stopping" in daemon.log()
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_stop_signal_while_importing_is_held(graph: FakeGraph, daemon: DaemonProcess,
+                                               command: str) -> None:
+    """SIGTERM before the imports finish: `run` stops cleanly, other commands die of it as usual."""
+    daemon.write(targets_yaml(graph, "111") + posts_yaml(1, soon(3600), 1))
+    code = ("import os, signal, sys\n"
+            "from scheduler import entry\n"
+            "entry.hold()\n"
+            "os.kill(os.getpid(), signal.SIGTERM)  # lands before any of oyez is imported\n"
+            "sys.exit(entry.main())\n")
+    args = [command, "-c", str(daemon.jobs)] + (["--db", daemon.db] if command == "run" else [])
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=daemon.workdir, env=daemon.env,
+                            capture_output=True, text=True, timeout=60)
+    if command == "run":
+        assert result.returncode == 0, result.stderr
+        assert "stopping (asked to while starting)" in result.stderr
+        assert graph.received == []
+    else:
+        assert result.returncode == -signal.SIGTERM, result.stderr
 
 
 def test_health_is_not_recorded_for_settings_already_replaced(graph: FakeGraph,
