@@ -7,6 +7,7 @@ call at a time per target.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Protocol
@@ -71,11 +72,14 @@ class Adapter(Protocol):
         """
         ...
 
-    def find_published(self, message: Message, since: datetime) -> Published | None:
-        """Return the post carrying `message` created at or after `since`, or None.
+    def find_published(self, message: Message, since: datetime,
+                       exclude: Collection[str] = frozenset()) -> Published | None:
+        """Return the earliest post carrying `message` created at or after `since`, or None.
 
-        Used after an ambiguous failure, before publishing again. Raises like
-        `publish`.
+        Posts whose id is in `exclude` (already recorded for other deliveries)
+        never match. Used after an ambiguous failure, before publishing again;
+        looks through everything since `since` (paging, within a bound). Raises
+        like `publish`.
         """
         ...
 

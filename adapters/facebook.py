@@ -7,8 +7,10 @@ following Meta's documented error codes (see the README's Graph notes).
 
 from __future__ import annotations
 
+import logging
 import os
-from datetime import datetime
+from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -20,10 +22,14 @@ from scheduler.secrets import redact
 from . import http as web
 from .base import AdapterSettings, AuthError, Message, PermanentError, Published, TransientError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_VERSION = "v25.0"
 RATE_LIMIT_CODES = frozenset({4, 17, 32, 341, 613, 80001})
 AUTH_CODES = frozenset({102, 190})
+PAGE_SIZE = 100  # posts per page when looking for one (the Graph API's maximum)
+MAX_PAGES = 20  # the most pages read looking for one post: 2,000 posts since its first attempt
 MAX_WAIT = 86400.0  # the longest wait a server may ask for; beyond it a post's grace is long gone
 
 
@@ -82,18 +88,28 @@ class FacebookPage:
             raise TransientError(f"page {self.page_id}: success without a post id", ambiguous=True)
         return Published(remote_id, f"https://www.facebook.com/{remote_id}", usage_percent(resp))
 
-    def find_published(self, message: Message, since: datetime) -> Published | None:
-        """Look through the page's recent posts for one with this message text."""
-        resp = self._call("GET", f"/{self.page_id}/published_posts", params={
-            "fields": "id,message,created_time", "limit": "50",
-            "since": str(int(since.timestamp())),
-        })
-        wanted = message.text.strip()
-        for post in resp.body.get("data", []):
-            if isinstance(post, dict) and str(post.get("message", "")).strip() == wanted:
-                remote_id = str(post.get("id"))
-                return Published(remote_id, f"https://www.facebook.com/{remote_id}", usage_percent(resp))
-        return None
+    def find_published(self, message: Message, since: datetime,
+                       exclude: Collection[str] = frozenset()) -> Published | None:
+        """Page back through the page's posts to `since`; the earliest with this text wins."""
+        wanted, found = message.text.strip(), None
+        params = {"fields": "id,message,created_time", "limit": str(PAGE_SIZE),
+                  "since": str(int(since.timestamp()))}
+        for _ in range(MAX_PAGES):
+            resp = self._call("GET", f"/{self.page_id}/published_posts", params=params)
+            posts = resp.body.get("data")
+            for post in posts if isinstance(posts, list) else []:  # newest first
+                if (isinstance(post, dict) and str(post.get("message", "")).strip() == wanted
+                        and str(post.get("id")) not in exclude and _created(post) >= since):
+                    remote_id = str(post.get("id"))
+                    found = Published(remote_id, f"https://www.facebook.com/{remote_id}",
+                                      usage_percent(resp))
+            after = _next_cursor(resp.body)
+            if not posts or after is None:
+                return found
+            params = {**params, "after": after}
+        log.warning("page %s: stopped looking for a post after %d pages of %d", self.page_id,
+                    MAX_PAGES, PAGE_SIZE)
+        return found
 
     def check(self) -> str:
         """Return the page's name as the token sees it."""
@@ -135,6 +151,24 @@ def graph_error(resp: web.Response, where: str, *, ambiguous: bool) -> Exception
         return TransientError(detail, code=code, status=resp.status, retry_after=retry_after(resp),
                               ambiguous=ambiguous and (resp.status >= 500 or code in (1, 2) or not error))
     return PermanentError(detail, code=code, status=resp.status)
+
+
+def _created(post: dict[str, Any]) -> datetime:
+    """A listed post's created_time (e.g. 2026-11-25T12:00:00+0000); the epoch if missing."""
+    try:
+        return datetime.strptime(str(post.get("created_time")), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+
+
+def _next_cursor(body: Any) -> str | None:
+    """The `after` cursor of a listing, if the listing says there is a next page."""
+    paging = body.get("paging") if isinstance(body, dict) else None
+    if not isinstance(paging, dict) or not paging.get("next"):
+        return None
+    cursors = paging.get("cursors")
+    after = cursors.get("after") if isinstance(cursors, dict) else None
+    return after if isinstance(after, str) and after else None
 
 
 def usage_percent(resp: web.Response) -> float | None:

@@ -24,6 +24,7 @@ from typing import TextIO
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import http as web
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 REFRESH = timedelta(hours=1)
 SETTLE_NS = 200_000_000  # a jobs.yaml younger than this may be half-written
 RECHECK_S = 5.0
+RETRY_APPLY_S = 2.0  # a reload the ledger refused is tried again this often
+LOST_REPEAT_S = 60.0  # a lost ledger is said again this often
 
 
 class Daemon:
@@ -48,7 +51,7 @@ class Daemon:
         self.path = Path(config_path)
         self.settings = settings
         self.dry_run = dry_run
-        self.ledger = Ledger(settings.db)
+        self.ledger = Ledger(settings.db, busy_seconds=settings.busy_seconds)
         self.http = web.session(pool_size=settings.workers)
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -67,6 +70,10 @@ class Daemon:
         self._done_stat: tuple[int, int, int] | None = None
         self._checked_at = 0.0
         self._rejected_digest: str | None = None
+        self._unreadable: str | None = None  # why jobs.yaml cannot be read, said once
+        self._retry_at = 0.0  # after a reload that could not be written: when to try again
+        self._lost_said = 0.0
+        self._swept = False  # no sweep has succeeded yet
 
     # --- lifecycle -------------------------------------------------------
     def run(self) -> int:
@@ -83,10 +90,15 @@ class Daemon:
             log.error("not starting: fix %s and run again", self.path)
             return 1
         warn_if_readable(self.path, Path(".env"))
+        self.ledger.check_writable()
         self.scheduler.start(paused=True)
         try:
             self.apply(first, reason="start")
-            self.sweep(starting=True)
+            try:
+                self.sweep()
+            except SQLAlchemyError as exc:  # e.g. the ledger locked by another writer
+                log.error("first sweep failed (%s); the next one in %ss tries again", _db_error(exc),
+                          self.settings.sweep_seconds)
             self.scheduler.add_job(self.sweep, "interval", seconds=self.settings.sweep_seconds,
                                    id="sweep", executor="maintenance")
             self.scheduler.add_job(self.refresh, "interval", seconds=REFRESH.total_seconds(),
@@ -134,7 +146,12 @@ class Daemon:
             return exc
 
     def watch(self) -> None:
-        """Reload when the file changed and has settled, or on SIGHUP."""
+        """Reload when the file changed and has settled, or on SIGHUP.
+
+        A reload whose ledger update could not be written (the database locked
+        for too long, a full disk) is not applied: the last good schedule keeps
+        running and the reload is tried again until it succeeds.
+        """
         try:
             st = os.stat(self.path)
             stat = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -142,6 +159,8 @@ class Daemon:
             stat = (0, 0, 0)
         forced = self.reload_requested.is_set()
         if not forced:
+            if time.monotonic() < self._retry_at:
+                return
             # an unchanged stat is re-checked by content now and then: on some mounted
             # volumes two quick same-size saves share one mtime
             if stat == self._done_stat and time.monotonic() - self._checked_at < RECHECK_S:
@@ -154,8 +173,14 @@ class Daemon:
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
-            raw = b""
-            log.error("%s: cannot read: %s", self.path, exc.strerror)
+            if self._unreadable != exc.strerror:  # once, not at every look
+                self._unreadable = exc.strerror
+                log.error("%s: cannot read (%s): still running the last good schedule; it is "
+                          "loaded again when it is back", self.path, exc.strerror)
+            return
+        if self._unreadable is not None:
+            log.info("%s is readable again", self.path)
+            self._unreadable = None
         digest = hashlib.sha256(raw).hexdigest()
         running = self.config.digest if self.config else None
         if digest in (running, self._rejected_digest) and not forced:
@@ -172,18 +197,25 @@ class Daemon:
                                              errors="\n".join(loaded.problems)))
             return
         if loaded.digest != running or forced:
-            self.apply(loaded, reason="reload")
+            try:
+                self.apply(loaded, reason="reload")
+            except SQLAlchemyError as exc:
+                self._done_stat, self._retry_at = None, time.monotonic() + RETRY_APPLY_S
+                log.error("%s is valid but the ledger could not be updated (%s): NOT applied, "
+                          "still running the last good schedule (%s); trying again in %.0fs",
+                          self.path, _db_error(exc), (running or "?")[:12], RETRY_APPLY_S)
 
     def apply(self, new: config.Config, *, reason: str) -> None:
-        """Make the ledger and the schedule follow `new`, and record the reload."""
+        """Make the ledger and the schedule follow `new`, and record the reload.
+
+        Nothing changes unless the ledger update commits: then `new` becomes the
+        running config. Raises SQLAlchemyError when the ledger cannot be written.
+        """
         with self._lock:
-            for warning in new.warnings:
-                log.warning("%s", warning)
-            self.publisher.use(new)
-            self.config = new
+            synced = self._sync(new, clock.now(), starting=reason == "start")
             self._rejected_digest = None
-            now = clock.now()
-            synced = self._sync(now)
+        for warning in new.warnings:
+            log.warning("%s", warning)
         if reason != "start" and not new.posts and not new.live_events:
             log.warning("%s has no posts or live events: %d pending deliveries cancelled",
                         self.path, len(synced.cancelled))
@@ -193,6 +225,12 @@ class Daemon:
         for key in synced.resend_refused:
             log.warning("%s was already sent; its new time is ignored. To publish it again, "
                         "give it a new id in %s", key, self.path.name)
+        for row in synced.settling:
+            log.warning("%s was removed, but an earlier attempt may have published it: checking "
+                        "%s before recording it cancelled", row.key, row.target)
+        for job_id, count in synced.skipped.items():
+            log.info("%s is new: its %d time(s) before now are not sent late or recorded as "
+                     "missed", job_id, count)
         log.info("%s %s: %d added, %d changed, %d cancelled; %d open deliveries",
                  reason, self.path.name, len(synced.added), len(synced.changed),
                  len(synced.cancelled), len(synced.active))
@@ -200,34 +238,39 @@ class Daemon:
         if upcoming is not None:
             log.info("next: %s %s to %s at %s", upcoming.job_id, upcoming.part, upcoming.target,
                      f"{upcoming.due_at.astimezone(times.zone(upcoming.tz)):%a %Y-%m-%d %H:%M %Z}")
-        self.ledger.record_reload(Reload(
-            at=now, node=self.settings.node, path=str(self.path), digest=new.digest, ok=True,
-            added=len(synced.added), cancelled=len(synced.cancelled),
-            changed=len(synced.changed)))
+        try:
+            self.ledger.record_reload(Reload(
+                at=clock.now(), node=self.settings.node, path=str(self.path), digest=new.digest,
+                ok=True, added=len(synced.added), cancelled=len(synced.cancelled),
+                changed=len(synced.changed)))
+        except SQLAlchemyError as exc:  # applied all the same: the deliveries are what count
+            log.error("%s applied, but its reload record could not be written: %s", self.path,
+                      _db_error(exc))
 
     def refresh(self) -> None:
         """Roll the planning window forward (new cron occurrences come into view)."""
         with self._lock:
             if self.config is not None:
-                self._sync(clock.now())
+                self._sync(self.config, clock.now())
 
-    def _sync(self, now: datetime) -> SyncResult:
-        assert self.config is not None
-        start, end = plan.ledger_window(self.config, now, self.settings.horizon)
-        occurrences = plan.expand(self.config, start, end)
-        synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now)
-        running = self.scheduler.state == 1
-        if running:
-            self.scheduler.pause()
-        try:
-            for row in synced.cancelled:
-                assert row.id is not None
-                self._unschedule(row.id)
-            for row in synced.active:
-                self._schedule(row)
-        finally:
-            if running:
-                self.scheduler.resume()
+    def _sync(self, cfg: config.Config, now: datetime, *, starting: bool = False) -> SyncResult:
+        """Sync the ledger with `cfg`, then make it the running config and schedule.
+
+        After downtime (`starting`) the ledger is checked a day back, so what fell
+        due meanwhile is sent late or recorded missed; while running, only as far
+        back as a post may still go out.
+        """
+        start, end = plan.ledger_window(cfg, now, self.settings.horizon)
+        since = start if starting else now - plan.longest_grace(cfg)
+        occurrences = plan.expand(cfg, since, end)
+        synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now, since=since)
+        self.publisher.use(cfg)
+        self.config = cfg
+        for row in (*synced.cancelled, *synced.settling):
+            assert row.id is not None
+            self._unschedule(row.id)
+        for row in synced.active:
+            self._schedule(row)
         return synced
 
     # --- scheduling --------------------------------------------------------
@@ -248,28 +291,43 @@ class Daemon:
                                args=[delivery_id, target], id=_job_id(delivery_id),
                                replace_existing=True)
 
-    def sweep(self, *, starting: bool = False) -> None:
+    def sweep(self) -> None:
         """Send what is due and unclaimed, recover abandoned claims, expire the too-late.
 
-        When `starting`, claims held under this daemon's own node name are abandoned
-        too: they can only be left over from an earlier process (OYEZ_NODE set, or pid 1).
+        Until one sweep has succeeded, claims held under this daemon's own node name are
+        abandoned too: they can only be left over from an earlier process (OYEZ_NODE set, or pid 1).
         """
         now = clock.now()
+        lost = self.ledger.lost()
+        if lost is not None:
+            if time.monotonic() - self._lost_said > LOST_REPEAT_S or not self._lost_said:
+                self._lost_said = time.monotonic()
+                log.critical("%s: NOTHING IS BEING SENT. Restore the file (or stop oyez, move the "
+                             "new one aside and restart on the restored ledger): a restart on an "
+                             "empty ledger would send again every post still within its grace",
+                             lost)
+            return
         for row in self.ledger.stale(dry_run=self.dry_run):
             reason = f"abandoned by {row.claimed_by} while sending; checking the network first"
-            abandoned = starting and row.claimed_by == self.settings.node
+            abandoned = not self._swept and row.claimed_by == self.settings.node
             if (abandoned or _abandoned(row, now, self.settings.node)) and \
                     self.ledger.release(row, now, reason):
                 log.warning("%s was being sent by %s, which stopped: will check %s for it "
                                 "before sending again", row.key, row.claimed_by, row.target)
         for row in self.ledger.expire(now, dry_run=self.dry_run):
             log.error("missed %s to %s: %s", row.key, row.target, row.error)
-        for row in self.ledger.late_uncertain(now, dry_run=self.dry_run):
+        for row in self.ledger.unsettled(now, dry_run=self.dry_run):
             self.publisher.settle(row)
         for row in self.ledger.due(now, dry_run=self.dry_run):
             assert row.id is not None
             if not self.publisher.is_unhealthy(row.target) or self.dry_run:
                 self.publisher.enqueue(row.id, row.target)
+        self._swept = True
+
+
+def _db_error(exc: SQLAlchemyError) -> str:
+    """The database's own words, without SQLAlchemy's statement dump."""
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 def _job_id(delivery_id: int) -> str:

@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 
 SLOW_DOWN_AT = 90.0  # usage percentage from which a target is paced
 PACE = {90.0: timedelta(seconds=5), 100.0: timedelta(seconds=60)}
-LOOKBACK = timedelta(minutes=10)  # how far before the first attempt find_published looks
+# find_published looks for posts created from this long before the first attempt: the
+# network's clock may be a little behind ours, and its times are whole seconds
+CLOCK_SKEW = timedelta(minutes=1)
 SETTLE_FOR = timedelta(hours=1)  # how long past a deadline an unknown outcome is still checked
 
 
@@ -126,6 +128,8 @@ class Publisher:
         now = clock.now()
         if self.stopping.is_set() or (not self.dry_run and target in self._unhealthy):
             return
+        if self.ledger.lost():  # the daemon's sweep says so, loudly
+            return
         not_before = self._not_before.get(target)
         if not_before is not None and not_before > now:
             self.ledger.defer(delivery_id, not_before, now)
@@ -169,18 +173,28 @@ class Publisher:
                  published.remote_id, outcome, lateness_ms)
 
     def _send(self, adapter: Adapter, row: Delivery, message: Message) -> tuple[str, Published]:
-        if row.uncertain:
-            assert row.first_attempt_at is not None
-            found = adapter.find_published(message, row.first_attempt_at - LOOKBACK)
-            if found is not None:
-                return "found", found
+        found = self._find(adapter, row, message) if row.uncertain else None
+        if found is not None:
+            return "found", found
         return "sent", adapter.publish(message)
 
-    def settle(self, row: Delivery) -> None:
-        """Close a delivery whose window passed while an attempt's outcome was unknown.
+    def _find(self, adapter: Adapter, row: Delivery, message: Message) -> Published | None:
+        """This delivery's post, if an earlier attempt published it.
 
-        It is `sent` if the network has it, else `missed`; if the network cannot be
-        asked, the next sweep tries again, for up to an hour past the deadline.
+        Only a post created since its first attempt and not recorded for
+        another delivery counts: the same text may have been posted before
+        (a cron rule, or a post given a new id to publish it again).
+        """
+        assert row.first_attempt_at is not None
+        since = row.first_attempt_at - CLOCK_SKEW
+        return adapter.find_published(message, since, self.ledger.remote_ids(row.target, since))
+
+    def settle(self, row: Delivery) -> None:
+        """Close a delivery that must not be tried again while an attempt's outcome is unknown:
+        its window passed, or it was removed from jobs.yaml (`cancelling`).
+
+        It is `sent` if the network has it, else `missed` (or `cancelled`); if the network
+        cannot be asked, the next sweep tries again, for up to an hour.
         """
         now = clock.now()
         with self._lock:
@@ -188,18 +202,18 @@ class Publisher:
         found, note = None, "not found on the network after an attempt with unknown outcome"
         if adapter is not None and not self.dry_run and row.first_attempt_at is not None:
             try:
-                found = adapter.find_published(Message(row.text, row.link, row.image),
-                                               row.first_attempt_at - LOOKBACK)
+                found = self._find(adapter, row, Message(row.text, row.link, row.image))
             except PublishError as exc:
-                if now < row.deadline + SETTLE_FOR:
+                if now < max(row.deadline, row.updated_at) + SETTLE_FOR:
                     return
                 note = f"could not check the network: {redact(str(exc))}"
         if found is not None:
             note = "found on the network after an attempt with unknown outcome"
         if self.ledger.settle(row, now, found.remote_id if found else None, note):
-            log_as = log.info if found else log.error
+            outcome = "cancelled" if row.status == "cancelling" else "missed"
+            log_as = log.info if found or outcome == "cancelled" else log.error
             log_as("%s to %s: %s", row.key, row.target, "sent (" + note + ")" if found else
-                   "missed: " + note)
+                   f"{outcome}: {note}")
 
     def _print(self, row: Delivery, message: Message) -> Published:
         local = row.due_at.astimezone(times.zone(row.tz))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,6 +42,7 @@ from .plan import Occurrence
 log = logging.getLogger(__name__)
 
 ACTIVE = ("pending", "retry")
+OPEN = (*ACTIVE, "sending", "cancelling")  # not yet settled one way or the other
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -139,6 +141,8 @@ class SyncResult:
     changed: list[str] = field(default_factory=list)
     cancelled: list[Delivery] = field(default_factory=list)
     active: list[Delivery] = field(default_factory=list)
+    settling: list[Delivery] = field(default_factory=list)  # removed, but an attempt may have published
+    skipped: dict[str, int] = field(default_factory=dict)  # new rule -> its fires before now
     resend_refused: list[str] = field(default_factory=list)
     kept_text: list[str] = field(default_factory=list)
 
@@ -149,11 +153,12 @@ _CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image
 class Ledger:
     """Access to the ledger database; every method is one short transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_seconds: float = 30.0) -> None:
         self.url = url
         self._write_lock = threading.Lock()
+        self._file = _sqlite_file(url)
         try:
-            self.engine = make_engine(url)
+            self.engine = make_engine(url, busy_seconds)
             self._write_engine = self.engine.execution_options(oyez_write=True)
             try:
                 SQLModel.metadata.create_all(self.engine)
@@ -165,6 +170,38 @@ class Ledger:
         except SQLAlchemyError as exc:
             raise OyezError(f"cannot open the ledger database {safe_url(url)}: "
                             f"{type(exc).__name__}: {exc.args[0] if exc.args else ''}") from None
+        self._identity = _identity(self._file)
+
+    def check_writable(self) -> None:
+        """Raise OyezError, naming the file and what to fix, if this process cannot write here."""
+        try:
+            with self.transaction() as conn:
+                conn.exec_driver_sql("DELETE FROM reload WHERE 1 = 0")
+        except OperationalError as exc:
+            where = self._file or safe_url(self.url)
+            hint = ""
+            if self._file is not None:
+                folder = os.path.dirname(os.path.abspath(self._file))
+                hint = (f"; the user running oyez (uid {os.getuid()}) needs write permission on "
+                        f"{self._file} and on its folder {folder} (SQLite writes -wal and -shm "
+                        "files beside it)")
+            raise OyezError(f"cannot write the ledger {where}: {exc.orig}{hint}") from None
+
+    def lost(self) -> str | None:
+        """Why the SQLite file this ledger opened is no longer the one on disk, else None.
+
+        A deleted or replaced ledger would be written to in vain (the process keeps
+        the unlinked file open), and the next start would send again everything
+        still within grace: the daemon stops sending when this says so.
+        """
+        if self._file is None:
+            return None
+        now = _identity(self._file)
+        if now == self._identity:
+            return None
+        if now is None:
+            return f"the ledger file {self._file} was deleted"
+        return f"the ledger file {self._file} was replaced by another file"
 
     def session(self) -> Session:
         """A new session for reading (one per unit of work, per thread)."""
@@ -189,27 +226,32 @@ class Ledger:
             yield s
 
     def sync(self, occurrences: Iterable[Occurrence], until: datetime, *, dry_run: bool,
-             now: datetime, preview: bool = False) -> SyncResult:
-        """Make the ledger's open deliveries due before `until` match `occurrences`.
+             now: datetime, preview: bool = False, since: datetime | None = None) -> SyncResult:
+        """Make the ledger's open deliveries due in [since, until) match `occurrences`.
 
         New ones become pending; pending ones take the new text and time;
-        pending ones no longer planned become cancelled; sent ones are never
-        touched (a moved one-off post that went out is reported, not resent).
+        pending ones no longer planned become cancelled, except that one whose
+        earlier attempt may have published becomes `cancelling` until the
+        network is asked (`settle`); sent ones are never touched (a moved
+        one-off post that went out is reported, not resent). Fires of a new
+        recurring rule from before it existed are not recorded (`skipped`).
         With `preview`, nothing is written: the result says what would happen.
         """
         wanted = {o.key: o for o in occurrences if not o.draft}
+        window = (since or datetime.min.replace(tzinfo=UTC), until)
         try:
-            return self._sync(wanted, until, dry_run=dry_run, now=now, preview=preview)
+            return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
         except IntegrityError:  # another daemon inserted the same deliveries: look again
-            return self._sync(wanted, until, dry_run=dry_run, now=now, preview=preview)
+            return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
 
-    def _sync(self, wanted: dict[str, Occurrence], until: datetime, *, dry_run: bool, now: datetime,
-              preview: bool) -> SyncResult:
+    def _sync(self, wanted: dict[str, Occurrence], window: tuple[datetime, datetime], *,
+              dry_run: bool, now: datetime, preview: bool) -> SyncResult:
         result = SyncResult()
+        since, until = window
         with self.writing() as s:
             rows: dict[str, Delivery] = {}
             active = s.exec(select(Delivery).where(Delivery.dry_run == dry_run,
-                                                   col(Delivery.status).in_((*ACTIVE, "sending"))))
+                                                   col(Delivery.status).in_(OPEN)))
             rows.update((d.key, d) for d in active)
             keys = [k for k in wanted if k not in rows]
             for i in range(0, len(keys), 500):
@@ -217,14 +259,18 @@ class Ledger:
                 rows.update((d.key, d) for d in s.exec(select(Delivery).where(
                     Delivery.dry_run == dry_run, col(Delivery.key).in_(chunk))))
             new_rows: list[dict[str, Any]] = []
+            known_rules = self._known_rules(s, wanted, rows, now, dry_run)
             for key, occ in wanted.items():
                 row = rows.get(key)
                 content = _content(occ)
-                if row is None:
+                if row is None and key.startswith("cron:") and occ.due < now \
+                        and occ.job_id not in known_rules:
+                    result.skipped[occ.job_id] = result.skipped.get(occ.job_id, 0) + 1
+                elif row is None:
                     new_rows.append({**content, "key": key, "job_id": occ.job_id, "dry_run": dry_run,
                                      "status": "pending", "created_at": now, "updated_at": now})
                     result.added.append(key)
-                elif row.status in (*ACTIVE, "cancelled", "missed", "failed"):
+                elif row.status in (*ACTIVE, "cancelling", "cancelled", "missed", "failed"):
                     if row.uncertain and any(getattr(row, k) != content[k] for k in _MESSAGE):
                         # an earlier attempt may have published the old text: it is what the
                         # network is checked for, so it stays
@@ -243,18 +289,19 @@ class Ledger:
                         continue
                     for k, v in content.items():
                         setattr(row, k, v)
-                    row.status = row.status if row.status in ACTIVE else "pending"
+                    row.status = {"cancelling": "retry"}.get(row.status, row.status) \
+                        if row.status in (*ACTIVE, "cancelling") else "pending"
                     row.updated_at = now
                     s.add(row)
                 elif row.due_at != occ.due and row.status == "sent" and key.startswith("post:"):
                     result.resend_refused.append(key)
             for row in rows.values():
-                if row.status in ACTIVE and row.key not in wanted and row.due_at < until:
-                    row.status = "cancelled"
+                if row.status in ACTIVE and row.key not in wanted and since <= row.due_at < until:
+                    row.status = "cancelling" if row.uncertain else "cancelled"
                     row.error = "removed from jobs.yaml"
                     row.updated_at = now
                     s.add(row)
-                    result.cancelled.append(row)
+                    (result.settling if row.uncertain else result.cancelled).append(row)
             if preview:
                 s.expunge_all()  # keep the in-memory rows for the caller, write nothing
                 s.rollback()
@@ -265,6 +312,22 @@ class Ledger:
             result.active = list(s.exec(select(Delivery).where(
                 Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE))))
         return result
+
+    @staticmethod
+    def _known_rules(s: Session, wanted: dict[str, Occurrence], rows: dict[str, Delivery],
+                     now: datetime, dry_run: bool) -> set[str]:
+        """Recurring rules with past fires not yet in the ledger that the ledger knew before.
+
+        A rule the ledger has never seen is new: its fires from before now are not
+        sent late or recorded missed (they are from before it existed).
+        """
+        rules = {o.job_id for k, o in wanted.items()
+                 if k not in rows and k.startswith("cron:") and o.due < now}
+        if not rules:
+            return set()
+        return set(s.exec(select(Delivery.job_id).distinct().where(
+            Delivery.dry_run == dry_run, col(Delivery.job_id).in_(rules),
+            col(Delivery.key).startswith("cron:"))))
 
     def claim(self, delivery_id: int, node: str, now: datetime, lease: timedelta) -> Delivery | None:
         """Move a due pending/retry delivery to `sending` for `node`; None if someone else has it."""
@@ -323,21 +386,33 @@ class Ledger:
             s.commit()
             return late
 
-    def late_uncertain(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
-        """Open deliveries past their deadline whose earlier attempt may have published."""
+    def unsettled(self, now: datetime, *, dry_run: bool) -> Sequence[Delivery]:
+        """Deliveries whose earlier attempt may have published and that must not be tried
+        again: past their deadline, or removed from jobs.yaml (`cancelling`)."""
         with self.session() as s:
             return s.exec(select(Delivery).where(
-                Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
-                col(Delivery.deadline) <= now, col(Delivery.uncertain).is_(True))).all()
+                Delivery.dry_run == dry_run, col(Delivery.uncertain).is_(True), or_(
+                    col(Delivery.status) == "cancelling",
+                    col(Delivery.status).in_(ACTIVE) & (col(Delivery.deadline) <= now)))).all()
 
     def settle(self, delivery: Delivery, now: datetime, remote_id: str | None, error: str) -> bool:
-        """Close a late uncertain delivery: `sent` if it was found on the network, else `missed`."""
+        """Close an unsettled delivery: `sent` if it was found on the network, else `missed`
+        (or `cancelled`, if it was removed from jobs.yaml)."""
+        otherwise = "cancelled" if delivery.status == "cancelling" else "missed"
         values = ({"status": "sent", "remote_id": remote_id, "sent_at": now, "error": error}
-                  if remote_id else {"status": "missed", "error": error})
+                  if remote_id else {"status": otherwise, "error": error})
         with self.transaction() as conn:
-            done = conn.execute(update(_D).where(_D.c.id == delivery.id, _D.c.status.in_(ACTIVE))
+            done = conn.execute(update(_D).where(_D.c.id == delivery.id,
+                                                 _D.c.status == delivery.status)
                                 .values(uncertain=False, updated_at=now, **values))
             return bool(done.rowcount == 1)
+
+    def remote_ids(self, target: str, since: datetime) -> set[str]:
+        """Post ids recorded for `target`'s deliveries sent since `since` (not to be matched again)."""
+        with self.session() as s:
+            return {rid for rid in s.exec(select(Delivery.remote_id).where(
+                Delivery.target == target, col(Delivery.remote_id).is_not(None),
+                col(Delivery.sent_at) >= since)) if rid}
 
     def stale(self, *, dry_run: bool) -> Sequence[Delivery]:
         """Deliveries left in `sending` (by anyone)."""
@@ -445,18 +520,34 @@ def _human(delta: timedelta) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def make_engine(url: str) -> Engine:
+def _sqlite_file(url: str) -> str | None:
+    """The file of a sqlite:/// URL; None for other databases and in-memory SQLite."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").partition("?")[0]
+    return path if path and path != ":memory:" else None
+
+
+def _identity(path: str | None) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_dev, st.st_ino)
+
+
+def make_engine(url: str, busy_seconds: float = 30.0) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and thread-safe connections."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_seconds})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

@@ -107,5 +107,9 @@ def ledger_window(config: Config, now: datetime, ahead: timedelta) -> tuple[date
     It reaches back a day (or the longest grace, if longer) so that posts
     added while the daemon was down are still sent late or recorded missed.
     """
-    back = max([LOOKBACK, *(p.grace for p in config.posts), *(e.grace for e in config.live_events)])
-    return now - back, now + ahead
+    return now - max(LOOKBACK, longest_grace(config)), now + ahead
+
+
+def longest_grace(config: Config) -> timedelta:
+    """The longest a post of `config` may still go out after its time."""
+    return max([timedelta(0), *(p.grace for p in config.posts), *(e.grace for e in config.live_events)])

@@ -144,14 +144,16 @@ def running_vs_disk(config_path: str, ledger: Ledger) -> list[str]:
     """What the daemon runs, and whether the file on disk is it (and if not, why)."""
     reloads = ledger.reloads(200)
     good = next((r for r in reloads if r.ok), None)
-    try:
-        disk = hashlib.sha256(Path(config_path).read_bytes()).hexdigest()
-    except OSError as exc:
-        disk = f"unreadable ({exc.strerror})"
     if good is None:
         return ["running: nothing loaded yet"]
     lines = [f"running: {good.path} {good.digest[:12] if good.digest else '?'} "
              f"(loaded {good.at:%Y-%m-%d %H:%M:%S}Z)"]
+    try:
+        disk = hashlib.sha256(Path(config_path).read_bytes()).hexdigest()
+    except OSError as exc:
+        what = "is missing" if isinstance(exc, FileNotFoundError) else "cannot be read"
+        return [*lines, f"on disk: {config_path} {what} ({exc.strerror}): the daemon keeps "
+                        "running the schedule above"]
     if good.digest == disk:
         return [*lines, f"on disk: {config_path} is the running schedule"]
     bad = next((r for r in reloads if r.digest == disk and not r.ok), None)

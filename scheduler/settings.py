@@ -22,6 +22,7 @@ ENV_NAMES = {
     "retry_cap_seconds": "OYEZ_RETRY_CAP_SECONDS",
     "lease_seconds": "OYEZ_LEASE_SECONDS",
     "horizon_days": "OYEZ_HORIZON_DAYS",
+    "busy_seconds": "OYEZ_DB_BUSY_SECONDS",
 }
 
 
@@ -40,6 +41,7 @@ class Settings(BaseModel):
     retry_cap_seconds: float = Field(default=900.0, gt=0)
     lease_seconds: float = Field(default=300.0, gt=0)
     horizon_days: float = Field(default=7.0, gt=0)
+    busy_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     @property
     def lease(self) -> timedelta:

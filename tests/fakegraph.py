@@ -19,6 +19,7 @@ Standalone (prints the URL, serves until SIGTERM)::
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import email.parser
 import email.policy
@@ -105,7 +106,7 @@ class Post:
 
 
 FaultKind = Literal[
-    "graph_error", "http_500", "timeout", "drop", "retry_after",
+    "none", "graph_error", "http_500", "timeout", "drop", "retry_after",
     "huge_body", "slow_drip", "non_json", "redirect",
 ]
 
@@ -129,6 +130,11 @@ class Fault:
     regain_minutes: int | None = None
     nbytes: int = 0
     location: str = ""
+
+    @classmethod
+    def none(cls) -> Fault:
+        """Handle the POST normally (to aim a later queued fault at the Nth POST)."""
+        return cls("none")
 
     @classmethod
     def graph_error(
@@ -529,16 +535,24 @@ class FakeGraph:
             return _error(400, 100, f"(#100) Tried accessing nonexisting field ({unknown[0]}) "
                           "on node type (PagePost)")
         try:
-            limit = min(int(params.get("limit", "25")), 100)
+            limit = max(min(int(params.get("limit", "25")), 100), 1)
             since = float(params["since"]) if params.get("since") else None
-        except ValueError:
+            offset = int(base64.urlsafe_b64decode(params["after"]).decode()) if params.get("after") else 0
+        except (ValueError, UnicodeDecodeError):
             return _error(400, 100, "(#100) Invalid parameter")
-        posts = [p for p in reversed(self.posts_for(page_id))
-                 if p.published and (since is None or p.created_time >= since)][:max(limit, 0)]
+        matching = [p for p in reversed(self.posts_for(page_id))
+                    if p.published and (since is None or p.created_time >= since)]
+        posts = matching[offset:offset + limit]
         data = [self._post_json(p, wanted) for p in posts]
         body: JsonDict = {"data": data}
-        if data:
-            body["paging"] = {"cursors": {"before": "QVFIUmJlZm9yZQZDZD", "after": "QVFIUmFmdGVy"}}
+        if data:  # cursors as the real API gives them: opaque base64; `next` only when there is more
+            def cursor(n: int) -> str:
+                return base64.urlsafe_b64encode(str(n).encode()).decode()
+
+            body["paging"] = {"cursors": {"before": cursor(offset), "after": cursor(offset + len(data))}}
+            if offset + len(data) < len(matching):
+                body["paging"]["next"] = (f"{self.base_url}/{page_id}/published_posts?limit={limit}"
+                                          f"&after={cursor(offset + len(data))}")
         return _Reply(200, body)
 
     @staticmethod
@@ -676,7 +690,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _apply(self, fault: Fault, route: Callable[[], _Reply]) -> None:
         created = route() if fault.create else None
-        if fault.kind == "graph_error":
+        if fault.kind == "none":
+            self._send(route())
+        elif fault.kind == "graph_error":
             reply = _error(fault.http_status, fault.code, fault.message, fault.subcode,
                            fault.is_transient)
             self._send(reply, fault.regain_minutes)
