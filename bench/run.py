@@ -54,6 +54,7 @@ LATENESS_PAGES = ("101", "102", "103")
 BURST_PAGES = tuple(str(1001 + i) for i in range(50))
 SCALE_PAGES = ("101",)  # one target, so entries need no `targets:` and 50k fit in the 4 MiB cap
 SCALE_SIZE = 10_000  # the size the scale targets apply to
+CRON_PAGES = tuple(str(2001 + i) for i in range(10))  # 10 targets, each with an every-minute rule
 
 
 @dataclass(frozen=True)
@@ -554,6 +555,58 @@ def scenario_scale(graph: FakeGraph, sizes: Sizes, workdir: Path, label: str) ->
     return rows, {"cli_floor_s": floor, "by_size": {str(n): f for n, f in by_size.items()}}
 
 
+def scenario_cron_heavy(graph: FakeGraph, sizes: Sizes, workdir: Path, label: str) -> Outcome:
+    """10 targets x an every-minute rule: start, memory, reload, and a post due while saving every second."""
+    workdir = workdir / "cron-heavy"
+    workdir.mkdir(parents=True, exist_ok=True)
+    jobs, db = workdir / "jobs.yaml", workdir / "oyez.db"
+    rules = [{"id": f"tick{page}", "cron": "* * * * *", "message": f"tick {page}",
+              "targets": [f"page{page}"]} for page in CRON_PAGES]
+
+    def save(*extra: dict[str, Any]) -> None:
+        tmp = workdir / ".jobs.yaml.tmp"
+        write_jobs(tmp, graph.url, CRON_PAGES, posts=[*rules, *extra])
+        os.replace(tmp, jobs)
+
+    save()
+    o: dict[str, Any] = {}
+    with spawn(oyez("run", jobs, "--db", f"sqlite:///{db}"), workdir, environment(CRON_PAGES, "INFO"),
+               "daemon") as proc:
+        seen = proc.wait_log("start jobs.yaml:", 120)
+        o["start_s"] = None if seen is None else seen - proc.started
+        if proc.wait_log("oyez running", 60) is not None:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
+                o["ledger_rows"] = int(conn.execute("SELECT count(*) FROM delivery").fetchone()[0])
+            mark, written = proc.log_size(), time.monotonic()
+            rules[0] = {**rules[0], "message": "tick, edited"}
+            save()
+            reloaded = proc.wait_log("reload jobs.yaml:", 60, after=mark)
+            o["reload_s"] = None if reloaded is None else reloaded - written
+            due = time.time() + 6
+            one_off = {"id": "punctual", "at": _iso(due), "message": "due during saves",
+                       "targets": [f"page{CRON_PAGES[0]}"]}
+            for i in range(12):  # a save every second, before, at and after the post's time
+                rules[1] = {**rules[1], "message": f"tick, save {i}"}
+                save(one_off)
+                time.sleep(1.0)
+            until(lambda: any(p.message == "due during saves" for p in graph.posts), 30)
+            sent = [p.created_time for p in graph.posts if p.message == "due during saves"]
+            o["due_post_late_ms"] = (sent[0] - round(due, 3)) * 1000 if sent else None
+        o["peak_rss_mb"] = proc.peak_rss_mb()
+    scenario = f"cron-heavy 10 targets x every minute{label}"
+    return [
+        Row(scenario, "start until scheduled s", o.get("start_s"), limit=3.0),
+        Row(scenario, "ledger rows", o.get("ledger_rows")),
+        Row(scenario, "peak RSS MB", o.get("peak_rss_mb"), limit=150.0),
+        Row(scenario, "reload after 1-line edit s", o.get("reload_s"), limit=1.0),
+        Row(scenario, "post due while saving every 1 s: late ms", o.get("due_post_late_ms"), limit=1000.0),
+    ], o
+
+
+SCENARIOS = {"lateness": scenario_lateness, "burst": scenario_burst, "scale": scenario_scale,
+             "cron-heavy": scenario_cron_heavy}
+
+
 # --- main -------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -562,17 +615,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=20.0, help="fake server latency in ms (default 20)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json",
                         help="JSON file for the figures")
+    parser.add_argument("--only", choices=sorted(SCENARIOS), action="append",
+                        help="run only this scenario (may be repeated)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     label = " (quick)" if args.quick else ""
     began = time.monotonic()
-    pages = {page: token(page) for page in (*LATENESS_PAGES, *BURST_PAGES, *SCALE_PAGES)}
+    pages = {page: token(page) for page in (*LATENESS_PAGES, *BURST_PAGES, *SCALE_PAGES, *CRON_PAGES)}
     rows: list[Row] = []
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="oyez-bench-") as tmp, \
             FakeGraph(pages, latency=args.latency / 1000) as graph:
-        for name, scenario in (("lateness", scenario_lateness), ("burst", scenario_burst),
-                               ("scale", scenario_scale)):
+        for name, scenario in SCENARIOS.items():
+            if args.only and name not in args.only:
+                continue
             new_rows, figures[name] = scenario(graph, sizes, Path(tmp), label)
             rows += new_rows
         fake_errors = list(graph.errors)

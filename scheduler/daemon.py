@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
@@ -36,7 +36,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-REFRESH = timedelta(hours=1)
 SETTLE_NS = 200_000_000  # a jobs.yaml younger than this may be half-written
 RECHECK_S = 5.0
 RETRY_APPLY_S = 2.0  # a reload the ledger refused is tried again this often
@@ -101,7 +100,7 @@ class Daemon:
                           self.settings.sweep_seconds)
             self.scheduler.add_job(self.sweep, "interval", seconds=self.settings.sweep_seconds,
                                    id="sweep", executor="maintenance")
-            self.scheduler.add_job(self.refresh, "interval", seconds=REFRESH.total_seconds(),
+            self.scheduler.add_job(self.refresh, "interval", seconds=plan.REFRESH.total_seconds(),
                                    id="refresh", executor="maintenance")
             self.scheduler.resume()
             log.info("oyez running%s on %s (node %s); watching %s",

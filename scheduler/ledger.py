@@ -42,7 +42,12 @@ from .plan import Occurrence
 log = logging.getLogger(__name__)
 
 ACTIVE = ("pending", "retry")
+SYNC_TRIES = 5  # a sync that lost a race with a claim or another daemon looks again
 OPEN = (*ACTIVE, "sending", "cancelling")  # not yet settled one way or the other
+
+
+class _Changed(Exception):
+    """A row changed between a sync's read and its write."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -235,82 +240,90 @@ class Ledger:
         network is asked (`settle`); sent ones are never touched (a moved
         one-off post that went out is reported, not resent). Fires of a new
         recurring rule from before it existed are not recorded (`skipped`).
-        With `preview`, nothing is written: the result says what would happen.
+        `active` lists the open deliveries due before `until`.
+
+        The ledger is read without the write lock and the changes are written in
+        one short transaction, each only if its row is as it was read, so claims
+        and outcomes are never held up by a big sync (and win over it: the sync
+        then looks again). With `preview`, nothing is written.
         """
         wanted = {o.key: o for o in occurrences if not o.draft}
         window = (since or datetime.min.replace(tzinfo=UTC), until)
-        try:
-            return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
-        except IntegrityError:  # another daemon inserted the same deliveries: look again
-            return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
+        for _ in range(SYNC_TRIES - 1):
+            with contextlib.suppress(IntegrityError, _Changed):  # another writer got there first
+                return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
+        return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
 
     def _sync(self, wanted: dict[str, Occurrence], window: tuple[datetime, datetime], *,
               dry_run: bool, now: datetime, preview: bool) -> SyncResult:
-        result = SyncResult()
         since, until = window
-        with self.writing() as s:
-            rows: dict[str, Delivery] = {}
-            active = s.exec(select(Delivery).where(Delivery.dry_run == dry_run,
-                                                   col(Delivery.status).in_(OPEN)))
-            rows.update((d.key, d) for d in active)
+        with self.session() as s:
+            rows = {d.key: d for d in s.exec(select(Delivery).where(
+                Delivery.dry_run == dry_run, col(Delivery.status).in_(OPEN)))}
             keys = [k for k in wanted if k not in rows]
             for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
                 rows.update((d.key, d) for d in s.exec(select(Delivery).where(
-                    Delivery.dry_run == dry_run, col(Delivery.key).in_(chunk))))
-            new_rows: list[dict[str, Any]] = []
+                    Delivery.dry_run == dry_run, col(Delivery.key).in_(keys[i:i + 500]))))
             known_rules = self._known_rules(s, wanted, rows, now, dry_run)
-            for key, occ in wanted.items():
-                row = rows.get(key)
-                content = _content(occ)
-                if row is None and key.startswith("cron:") and occ.due < now \
-                        and occ.job_id not in known_rules:
-                    result.skipped[occ.job_id] = result.skipped.get(occ.job_id, 0) + 1
-                elif row is None:
-                    new_rows.append({**content, "key": key, "job_id": occ.job_id, "dry_run": dry_run,
-                                     "status": "pending", "created_at": now, "updated_at": now})
+        result = SyncResult()
+        new_rows: list[dict[str, Any]] = []
+        writes: list[tuple[Delivery, dict[str, Any]]] = []
+        for key, occ in wanted.items():
+            row = rows.get(key)
+            content = _content(occ)
+            if row is None and key.startswith("cron:") and occ.due < now \
+                    and occ.job_id not in known_rules:
+                result.skipped[occ.job_id] = result.skipped.get(occ.job_id, 0) + 1
+            elif row is None:
+                new_rows.append({**content, "key": key, "job_id": occ.job_id, "dry_run": dry_run,
+                                 "status": "pending", "attempts": 0, "uncertain": False,
+                                 "created_at": now, "updated_at": now})
+                result.added.append(key)
+            elif row.status in (*ACTIVE, "cancelling", "cancelled", "missed", "failed"):
+                if row.uncertain and any(getattr(row, k) != content[k] for k in _MESSAGE):
+                    # an earlier attempt may have published the old text: it is what the
+                    # network is checked for, so it stays
+                    result.kept_text.append(key)
+                    content.update({k: getattr(row, k) for k in _MESSAGE})
+                if row.status == "cancelled":
                     result.added.append(key)
-                elif row.status in (*ACTIVE, "cancelling", "cancelled", "missed", "failed"):
-                    if row.uncertain and any(getattr(row, k) != content[k] for k in _MESSAGE):
-                        # an earlier attempt may have published the old text: it is what the
-                        # network is checked for, so it stays
-                        result.kept_text.append(key)
-                        content.update({k: getattr(row, k) for k in _MESSAGE})
-                    if row.status == "cancelled":
-                        result.added.append(key)
-                    elif not any(getattr(row, k) != v for k, v in content.items()):
-                        continue  # unchanged: no write
-                    elif row.status in ACTIVE:
-                        result.changed.append(key)
-                    elif occ.deadline > now:  # missed or failed, edited so that it can go out
-                        result.changed.append(key)
-                        row.attempts, row.error, row.next_attempt_at = 0, None, None
-                    else:
-                        continue
-                    for k, v in content.items():
-                        setattr(row, k, v)
-                    row.status = {"cancelling": "retry"}.get(row.status, row.status) \
-                        if row.status in (*ACTIVE, "cancelling") else "pending"
-                    row.updated_at = now
-                    s.add(row)
-                elif row.due_at != occ.due and row.status == "sent" and key.startswith("post:"):
-                    result.resend_refused.append(key)
-            for row in rows.values():
-                if row.status in ACTIVE and row.key not in wanted and since <= row.due_at < until:
-                    row.status = "cancelling" if row.uncertain else "cancelled"
-                    row.error = "removed from jobs.yaml"
-                    row.updated_at = now
-                    s.add(row)
-                    (result.settling if row.uncertain else result.cancelled).append(row)
-            if preview:
-                s.expunge_all()  # keep the in-memory rows for the caller, write nothing
-                s.rollback()
-                return result
-            if new_rows:
-                s.execute(insert(Delivery), new_rows)
-            s.commit()
-            result.active = list(s.exec(select(Delivery).where(
-                Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE))))
+                elif not any(getattr(row, k) != v for k, v in content.items()):
+                    continue  # unchanged: no write
+                elif row.status in ACTIVE:
+                    result.changed.append(key)
+                elif occ.deadline > now:  # missed or failed, edited so that it can go out
+                    result.changed.append(key)
+                    content.update(attempts=0, error=None, next_attempt_at=None)
+                else:
+                    continue
+                status = {"cancelling": "retry"}.get(row.status, row.status) \
+                    if row.status in (*ACTIVE, "cancelling") else "pending"
+                writes.append((row, {**content, "status": status, "updated_at": now}))
+            elif row.due_at != occ.due and row.status == "sent" and key.startswith("post:"):
+                result.resend_refused.append(key)
+        for row in rows.values():
+            if row.status in ACTIVE and row.key not in wanted and since <= row.due_at < until:
+                writes.append((row, {"status": "cancelling" if row.uncertain else "cancelled",
+                                     "error": "removed from jobs.yaml", "updated_at": now}))
+                (result.settling if row.uncertain else result.cancelled).append(row)
+        if not preview:
+            with self.transaction() as conn:
+                for row, values in writes:
+                    done = conn.execute(update(_D).where(
+                        _D.c.id == row.id, _D.c.status == row.status,
+                        _D.c.updated_at == row.updated_at).values(**values))
+                    if done.rowcount != 1:
+                        raise _Changed(row.key)
+                if new_rows:
+                    conn.execute(insert(_D), new_rows)
+        for row, values in writes:  # the caller sees the rows as they now are (or would be)
+            for k, v in values.items():
+                setattr(row, k, v)
+        if not preview:
+            with self.session() as s:
+                result.active = list(s.exec(select(Delivery).where(
+                    Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
+                    col(Delivery.due_at) < until)))
         return result
 
     @staticmethod

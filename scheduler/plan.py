@@ -16,6 +16,9 @@ from . import templates, times
 from .config import Config, LiveEvent, Post
 
 LOOKBACK = timedelta(days=1)
+MAX_AHEAD = 120  # about this many fires of a frequent recurring rule are kept in the ledger ahead
+MIN_AHEAD = timedelta(hours=2)  # the ledger always reaches at least this far ahead
+REFRESH = timedelta(minutes=10)  # how often the daemon rolls the window forward
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,27 @@ def ledger_window(config: Config, now: datetime, ahead: timedelta) -> tuple[date
 
     It reaches back a day (or the longest grace, if longer) so that posts
     added while the daemon was down are still sent late or recorded missed.
+    It reaches `ahead`, but a recurring rule that fires more than once a day
+    brings the end closer: to about MAX_AHEAD of its fires, never less than
+    MIN_AHEAD, so that an every-minute rule does not fill the ledger (and
+    every reload) with ten thousand rows a week. The daemon rolls the window
+    forward every REFRESH, well inside MIN_AHEAD.
     """
-    return now - max(LOOKBACK, longest_grace(config)), now + ahead
+    end = now + ahead
+    for post in config.posts:
+        if post.cron is None or post.draft or not _more_than_daily(post.cron_text or ""):
+            continue
+        first = post.cron.get_next_fire_time(None, now)
+        second = first and post.cron.get_next_fire_time(first, first)
+        if first is not None and second is not None:
+            end = min(end, max(now + MIN_AHEAD, first + (second - first) * MAX_AHEAD))
+    return now - max(LOOKBACK, longest_grace(config)), end
+
+
+def _more_than_daily(cron: str) -> bool:
+    """Whether a five-field cron rule may fire more than once a day (minute or hour not fixed)."""
+    minute, hour = [*cron.split(), "*", "*"][:2]
+    return not (minute.isdigit() and hour.isdigit())
 
 
 def longest_grace(config: Config) -> timedelta:

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -210,3 +210,27 @@ def test_a_missing_jobs_file_is_said_once_and_again_when_it_is_back(
     assert daemon.wait_log("reload jobs.yaml: 1 added", timeout=10)
     assert daemon.stop() == 0
     assert daemon.log().count("cannot read") == 1
+
+
+def test_a_cron_heavy_file_keeps_a_short_window_and_reloads_never_delay_a_due_post(
+        graph: FakeGraph, daemon: DaemonProcess) -> None:
+    rules = "".join(f'  - id: every-minute-{i}\n    cron: "* * * * *"\n    message: tick {i}\n'
+                    f"    targets: [page111, page222]\n    draft: false\n" for i in range(5))
+    due = soon(10)
+    head = targets_yaml(graph, "111", "222") + "posts:\n" + post("punctual", due, "on time",
+                                                               targets="[page111]") + rules
+    daemon.write(head)
+    daemon.start()
+    assert daemon.wait_log("oyez running", timeout=60)
+    ticks = [d for d in daemon.deliveries() if d.job_id.startswith("every-minute")]
+    assert 0 < len(ticks) <= 10 * 130, len(ticks)  # about 120 fires per rule and target, not 10,080
+    edits = 0
+    while soon(0) < due + timedelta(seconds=3):  # save a new version every 0.3 s
+        edits += 1
+        daemon.write(head + f"# edit {edits}\n")
+        wait_until(lambda: False, 0.3)
+    assert wait_until(lambda: rows(daemon).get("punctual", ("",))[0] == "sent", 20)
+    assert daemon.stop() == 0
+    [sent] = [d for d in daemon.deliveries() if d.job_id == "punctual"]
+    assert sent.lateness_ms is not None and sent.lateness_ms < 1000, sent.lateness_ms
+    assert daemon.log().count("reload jobs.yaml") >= 5

@@ -257,3 +257,19 @@ def test_results_are_sorted_by_due_time_whatever_the_file_order() -> None:
     dues = [o.due for o in expand(body)]
     assert dues == sorted(dues)
     assert len(dues) == 6
+
+
+@pytest.mark.parametrize(("cron", "ahead"), [
+    ("0 9 * * MON", timedelta(days=7)),  # at most daily: the whole horizon
+    ("30 8 * * *", timedelta(days=7)),
+    ("0 * * * *", timedelta(days=5)),  # hourly: 120 fires
+    ("*/5 * * * *", timedelta(hours=10)),  # every 5 minutes: 120 fires
+    ("* * * * *", plan.MIN_AHEAD),  # every minute: 120 fires would be less than the floor
+])
+def test_a_frequent_rule_shortens_the_ledger_window(cron: str, ahead: timedelta) -> None:
+    cfg = config.parse((HEAD + f'posts:\n  - id: r\n    cron: "{cron}"\n    message: m\n').encode())
+    now = utc(2030, 1, 1)
+    start, end = plan.ledger_window(cfg, now, timedelta(days=7))
+    assert start == now - plan.LOOKBACK
+    assert end == now + ahead
+    assert plan.REFRESH < plan.MIN_AHEAD  # the window is rolled forward before it runs out
