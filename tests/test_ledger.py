@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import occurrence
+from sqlalchemy.exc import OperationalError
 
 from scheduler.ledger import Attempt, Ledger
 from scheduler.plan import Occurrence
@@ -161,3 +165,40 @@ def test_expire_marks_missed_with_how_late(ledger: Ledger) -> None:
     assert [d.key for d in missed] == ["post:a:page"]
     assert status(ledger) == {"post:a:page": "missed", "post:b:page": "pending"}
     assert missed[0].error is not None and "20m00s late" in missed[0].error
+
+
+def test_a_preview_takes_no_write_lock_and_a_sync_waits_for_none_while_reading(tmp_path: Path) -> None:
+    """`oyez diff` must not hold up the daemon: its preview reads only (SQLite: no write lock)."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'oyez.db'}", busy_seconds=0.2)
+    sync(ledger, *(occ(f"post:p{i}:page", NOW + timedelta(minutes=i)) for i in range(2000)))
+    other = sqlite3.connect(tmp_path / "oyez.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a writer (the daemon claiming a post) holds the lock
+    try:
+        added, changed, cancelled = sync(ledger, occ("post:new:page"), preview=True)
+        assert (added, changed, len(cancelled)) == (["post:new:page"], [], 2000)
+        with pytest.raises(OperationalError):  # a real sync does need the lock
+            sync(ledger, occ("post:new:page"))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert len(status(ledger)) == 2000  # the preview wrote nothing
+    ledger.engine.dispose()
+
+
+def test_a_sync_that_loses_a_race_with_a_claim_looks_again(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page", NOW, "first text"))
+    [row] = ledger.deliveries(dry_run=False)
+    assert row.id is not None
+    real = ledger.transaction
+    raced: list[object] = []
+
+    def claim_between_read_and_write() -> Any:
+        if not raced:  # the sync has read the row as pending; the daemon claims it now
+            raced.append("claiming")
+            raced[0] = ledger.claim(row.id or 0, "n1", NOW, LEASE)
+        return real()
+
+    ledger.transaction = claim_between_read_and_write  # type: ignore[method-assign]
+    result = ledger.sync([occ("post:a:page", NOW, "edited text")], UNTIL, dry_run=False, now=NOW)
+    assert raced[0] is not None and result.changed == []  # in flight: the send decides, not the sync
+    assert status(ledger) == {"post:a:page": "sending"}
