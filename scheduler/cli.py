@@ -84,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("diff", "Show what a candidate jobs.yaml would add, cancel and change.")
     p.set_defaults(func=cmd_diff)
 
+    p = command("db", "Show the ledger's schema version, or upgrade it in place.", cfg=False)
+    p.add_argument("action", choices=["current", "upgrade"],
+                   help="current: where the ledger stands; upgrade: apply the migrations it lacks")
+    p.set_defaults(func=cmd_db)
+
     p = command("check", "Ask each target's network whether its credentials work.", db=False)
     p.set_defaults(func=cmd_check)
     return parser
@@ -95,6 +100,7 @@ def _logging(level: str) -> None:
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -163,6 +169,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, strict_env=False)
     print(report.diff_text(cfg, _settings(args).db))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    print(report.schema_text(_settings(args).db, upgrade=args.action == "upgrade"))
     return 0
 
 

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,15 +26,17 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     bindparam,
+    delete,
     event,
     func,
     insert,
     or_,
     update,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+from . import migrations
 from .errors import OyezError
 from .plan import Occurrence
 
@@ -138,6 +139,20 @@ class TargetHealth(SQLModel, table=True):
     since: datetime = _when()
 
 
+class DaemonRow(SQLModel, table=True):
+    """One running daemon: who, where, since when, and its last heartbeat."""
+
+    __tablename__ = "daemon"
+    node: str = Field(primary_key=True)
+    host: str
+    pid: int
+    version: str
+    dry_run: bool = False
+    started_at: datetime = _when()
+    heartbeat_at: datetime = _when()
+    config_digest: str | None = None
+
+
 @dataclass
 class SyncResult:
     """What `Ledger.sync` did."""
@@ -158,20 +173,26 @@ _CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image
 class Ledger:
     """Access to the ledger database; every method is one short transaction."""
 
-    def __init__(self, url: str, *, busy_seconds: float = 30.0) -> None:
+    def __init__(self, url: str, *, busy_seconds: float = 30.0, upgrade: bool = True) -> None:
+        """Open the ledger at `url`, upgrading its schema (or creating it) unless not `upgrade`:
+        then a ledger whose schema is not the newest is refused. Raises OyezError."""
         self.url = url
         self._write_lock = threading.Lock()
         self._file = _sqlite_file(url)
         try:
             self.engine = make_engine(url, busy_seconds)
             self._write_engine = self.engine.execution_options(oyez_write=True)
-            try:
-                SQLModel.metadata.create_all(self.engine)
-            except (OperationalError, IntegrityError, ProgrammingError):
-                # another daemon created the tables at the same moment (SQLite says "already
-                # exists", PostgreSQL a unique violation in its catalogue): they are there now
-                time.sleep(0.2)
-                SQLModel.metadata.create_all(self.engine)
+            if upgrade:
+                before, after = migrations.upgrade(self.engine, safe_url(url))
+                if before not in (None, after):
+                    log.warning("ledger %s upgraded from schema %s to %s", safe_url(url), before, after)
+            else:
+                with self.engine.connect() as conn:
+                    version = migrations.check(conn, safe_url(url))
+                if version != migrations.head():
+                    raise OyezError(f"the ledger {safe_url(url)} has schema version {version or 'none'}, "
+                                    f"this oyez needs {migrations.head()}: run `oyez db upgrade` (or "
+                                    "start `oyez run`, which upgrades it)")
         except SQLAlchemyError as exc:
             raise OyezError(f"cannot open the ledger database {safe_url(url)}: "
                             f"{type(exc).__name__}: {exc.args[0] if exc.args else ''}") from None
@@ -445,6 +466,23 @@ class Ledger:
                 .execution_options(synchronize_session=False))
             s.commit()
             return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+    def daemons(self) -> Sequence[DaemonRow]:
+        """Every daemon that has a row (stale ones included), by node."""
+        with self.session() as s:
+            return s.exec(select(DaemonRow).order_by(col(DaemonRow.node))).all()
+
+    def heartbeat(self, daemon: DaemonRow) -> None:
+        """Insert or refresh this daemon's row."""
+        with self.writing() as s:
+            s.merge(daemon)
+            s.commit()
+
+    def forget_daemon(self, node: str) -> None:
+        """Remove a daemon's row (it stopped cleanly)."""
+        with self.writing() as s:
+            s.execute(delete(DaemonRow).where(col(DaemonRow.node) == node))
+            s.commit()
 
     def record_reload(self, reload: Reload) -> None:
         """Append a reload record."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import adapters
 
 from . import clock, config, plan
-from .errors import PublishError
+from .errors import OyezError, PublishError
 from .settings import Settings
 
 if TYPE_CHECKING:  # the database layer is imported only by commands that open a ledger
@@ -25,7 +25,7 @@ def _ledger(db: str) -> Ledger | None:
         return None
     from .ledger import Ledger
 
-    return Ledger(db)
+    return Ledger(db, upgrade=False)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -205,6 +205,33 @@ def diff_text(cfg: config.Config, db: str) -> str:
     lines += [f"! {k} was already sent; moving it will not send it again (give it a new id)"
               for k in result.resend_refused]
     return "\n".join(lines) or "no changes"
+
+
+def schema_text(db: str, *, upgrade: bool) -> str:
+    """Where the ledger's schema stands (and, with `upgrade`, bring it to the newest)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from . import migrations
+    from .ledger import make_engine, safe_url
+
+    where = safe_url(db)
+    engine = make_engine(db)
+    try:
+        if upgrade:
+            before, after = migrations.upgrade(engine, where)
+            return (f"ledger {where}: schema {after}, already the newest" if before == after else
+                    f"ledger {where}: upgraded from schema {before or 'none (new ledger)'} to {after}")
+        with engine.connect() as conn:
+            version = migrations.check(conn, where)
+    except SQLAlchemyError as exc:
+        raise OyezError(f"cannot read the ledger {where}: {getattr(exc, 'orig', exc)}") from None
+    finally:
+        engine.dispose()
+    head = migrations.head()
+    if version == head:
+        return f"ledger {where}: schema {version}, the newest this oyez knows"
+    return (f"ledger {where}: schema {version or 'none (no ledger yet)'}, this oyez needs {head}: "
+            "run `oyez db upgrade` (`oyez run` also upgrades it)")
 
 
 def check_targets(cfg: config.Config) -> list[tuple[str, bool, str]]:
