@@ -158,7 +158,7 @@ def pg_url() -> str:
     url = os.environ.get("OYEZ_TEST_PG")
     if not url:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but OYEZ_TEST_PG is not set: the PostgreSQL tests must run in CI; {PG_HINT}")
+            pytest.fail(f"CI=true but OYEZ_TEST_PG is not set: PostgreSQL tests must run in CI; {PG_HINT}")
         pytest.skip(f"PostgreSQL tests skipped: {PG_HINT}")
     engine = create_engine(url)
     with engine.begin() as conn:  # a fresh, empty database: the ledger creates its own tables
