@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,16 +30,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import http as web
 
-from . import clock, config, entry, plan, times
+from . import clock, config, entry, plan, report, times
 from .delivery import Publisher
 from .errors import ConfigError
-from .ledger import Delivery, Ledger, Reload, SyncResult, safe_url
+from .ledger import DaemonRow, Delivery, Ledger, Reload, SyncResult, safe_url
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+try:
+    VERSION = importlib.metadata.version("oyez")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was not installed
+    VERSION = "unknown"
+
 SETTLE_NS = 200_000_000  # a jobs.yaml younger than this may be half-written
 RECHECK_S = 5.0
+HEARTBEAT_S = 5.0  # how often the daemon's row in the ledger is refreshed
 RETRY_APPLY_S = 2.0  # a reload the ledger refused is tried again this often
 LOST_REPEAT_S = 60.0  # a lost ledger is said again this often
 
@@ -73,6 +81,7 @@ class Daemon:
         self._retry_at = 0.0  # after a reload that could not be written: when to try again
         self._lost_said = 0.0
         self._swept = False  # no sweep has succeeded yet
+        self._started = clock.now()
 
     # --- lifecycle -------------------------------------------------------
     def run(self) -> int:
@@ -102,6 +111,9 @@ class Daemon:
                                    id="sweep", executor="maintenance")
             self.scheduler.add_job(self.refresh, "interval", seconds=plan.REFRESH.total_seconds(),
                                    id="refresh", executor="maintenance")
+            self.scheduler.add_job(self.heartbeat, "interval", seconds=HEARTBEAT_S, id="heartbeat",
+                                   executor="maintenance")
+            self.heartbeat(starting=True)
             self.scheduler.resume()
             log.info("oyez running%s on %s (node %s); watching %s",
                      " in DRY-RUN mode" if self.dry_run else "", safe_url(self.settings.db),
@@ -117,8 +129,34 @@ class Daemon:
             self.publisher.stopping.set()
             self.scheduler.shutdown(wait=False)
             self.publisher.close()
+            with contextlib.suppress(SQLAlchemyError):  # else it shows as stale, then is replaced
+                self.ledger.forget_daemon(self.settings.node)
             self.ledger.engine.dispose()
         return 0
+
+    def heartbeat(self, *, starting: bool = False) -> None:
+        """Say in the ledger that this daemon is alive, and what it runs (`oyez status`).
+
+        At start, warn when another live daemon uses the same SQLite file: safe
+        (claims make it so), but on one machine usually a mistake.
+        """
+        now = clock.now()
+        try:
+            self.ledger.heartbeat(DaemonRow(
+                node=self.settings.node, host=socket.gethostname(), pid=os.getpid(), version=VERSION,
+                dry_run=self.dry_run, started_at=self._started, heartbeat_at=now,
+                config_digest=self.config.digest if self.config else None))
+            others = [d for d in self.ledger.daemons() if d.node != self.settings.node
+                      and report.alive(d, now)] if starting else []
+        except SQLAlchemyError as exc:
+            log.warning("could not write this daemon's heartbeat to the ledger: %s", _db_error(exc))
+            return
+        if others and self.settings.db.startswith("sqlite"):
+            log.warning("another oyez daemon uses this ledger file: %s; several daemons on one "
+                        "SQLite file never double-post, but on one machine that is usually a "
+                        "mistake (stop one; for a fleet, share PostgreSQL)",
+                        "; ".join(f"{d.node} on host {d.host}, pid {d.pid}, since "
+                                  f"{d.started_at:%Y-%m-%d %H:%M:%S}Z" for d in others))
 
     def _install_signals(self) -> None:
         def stop(signum: int, _frame: FrameType | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ from .errors import OyezError, PublishError
 from .settings import Settings
 
 if TYPE_CHECKING:  # the database layer is imported only by commands that open a ledger
-    from .ledger import Delivery, Ledger
+    from .ledger import DaemonRow, Delivery, Ledger
 
 
 def _ledger(db: str) -> Ledger | None:
@@ -174,12 +174,38 @@ def disk_note(config_path: str, db: str) -> list[str]:
     return [] if len(lines) == 2 and lines[1].endswith("is the running schedule") else lines
 
 
+STALE_AFTER = timedelta(seconds=30)  # a daemon whose heartbeat is older than this may be dead
+
+
+def alive(daemon: DaemonRow, now: datetime) -> bool:
+    """Whether a daemon's heartbeat is recent enough to count it as running."""
+    return now - daemon.heartbeat_at < STALE_AFTER
+
+
+def daemon_lines(ledger: Ledger, now: datetime) -> list[str]:
+    """Which daemons run on this ledger (where, since when, dry run or not); stale ones flagged."""
+    rows = ledger.daemons()
+    if not any(alive(d, now) for d in rows):
+        lines = ["daemon: NONE RUNNING on this ledger (nothing is being sent)"]
+    else:
+        lines = []
+    for d in rows:
+        ago = int((now - d.heartbeat_at).total_seconds())
+        what = (f"{d.node}: host {d.host}, pid {d.pid}, oyez {d.version}"
+                f"{', DRY RUN (sends nothing)' if d.dry_run else ''}, since "
+                f"{d.started_at:%Y-%m-%d %H:%M:%S}Z, last heartbeat {ago}s ago")
+        lines.append(f"daemon: running: {what}" if alive(d, now) else
+                     f"daemon: STALE (no heartbeat for {ago}s; it stopped without saying so, or "
+                     f"cannot reach the ledger): {what}")
+    return lines
+
+
 def status_text(config_path: str, db: str) -> str:
-    """Is the file on disk what is running? Which targets are unhealthy? What is open?"""
+    """Is a daemon running? Is the file on disk what it runs? Which targets are unhealthy? What is open?"""
     ledger = _ledger(db)
     if ledger is None:
         return f"no ledger at {db}: the daemon has not run here yet"
-    lines = running_vs_disk(config_path, ledger)
+    lines = [*daemon_lines(ledger, clock.now()), *running_vs_disk(config_path, ledger)]
     for name, health in sorted(ledger.unhealthy().items()):
         lines.append(f"target {name}: UNHEALTHY since {health.since:%Y-%m-%d %H:%M}Z: "
                      f"{health.reason}")
