@@ -41,10 +41,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
+import sqlalchemy.exc
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fakegraph import FakeGraph  # noqa: E402
+from sqlmodel import SQLModel  # noqa: E402
 
 from scheduler.ledger import Ledger  # noqa: E402
 
@@ -245,15 +249,18 @@ def token(page: str) -> str:
     return f"token-{page}"
 
 
-def reloads(db: Path) -> int:
-    """How many times the daemon has recorded reading jobs.yaml (0 before it has)."""
-    if not db.exists():  # connecting would create it
-        return 0
+def reloads(db: str) -> int:
+    """How many times daemons have recorded reading jobs.yaml in ledger `db` (0 before any has)."""
+    if db.startswith("sqlite:///") and not Path(db.removeprefix("sqlite:///")).exists():
+        return 0  # connecting would create it
+    engine = sqlalchemy.create_engine(db)
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:
-            return int(conn.execute("SELECT count(*) FROM reload").fetchone()[0])
-    except sqlite3.Error:
+        with engine.connect() as conn:
+            return int(conn.execute(sqlalchemy.text("SELECT count(*) FROM reload")).scalar_one())
+    except sqlalchemy.exc.SQLAlchemyError:
         return 0
+    finally:
+        engine.dispose()
 
 
 def until(check: Any, timeout: float, interval: float = 0.02) -> bool:
@@ -382,25 +389,31 @@ class Delivered:
 
 
 def deliver(who: str, graph: FakeGraph, pages: Sequence[str], dues: Sequence[Due],
-            workdir: Path) -> Delivered:
-    """Run oyez or the baseline on `dues` until all arrive (or time runs out)."""
+            workdir: Path, *, db: str | None = None, daemons: int = 1) -> Delivered:
+    """Run oyez (`daemons` of them on ledger `db`, default a new SQLite file) or the baseline
+    on `dues` until all arrive (or time runs out)."""
     workdir.mkdir(parents=True, exist_ok=True)
     graph.reset()
     jobs, plain = write_schedule(workdir, graph.url, pages, dues)
-    db = workdir / "oyez.db"
+    db = db or f"sqlite:///{workdir / 'oyez.db'}"
     env = environment(pages, "WARNING")
     last = max(d.at for d in dues)
     budget = last - time.time() + 30
-    args = (oyez("run", jobs, "--db", f"sqlite:///{db}") if who == "oyez" else
-            [sys.executable, str(ROOT / "bench" / "baseline.py"), str(plain), "--graph", graph.url,
-             "--timeout", f"{budget:.0f}"])
     result = Delivered()
-    with spawn(args, workdir, env, who) as proc:
-        if who == "oyez" and until(lambda: reloads(db) > 0, LEAD * 2):
-            result.ready_after = time.monotonic() - proc.started
+    with contextlib.ExitStack() as stack:
+        if who == "oyez":
+            procs = [stack.enter_context(spawn(oyez("run", jobs, "--db", db), workdir,
+                                               {**env, "OYEZ_NODE": f"node{i}"}, f"{who}-{i}"))
+                     for i in range(daemons)]
+        else:
+            procs = [stack.enter_context(spawn(
+                [sys.executable, str(ROOT / "bench" / "baseline.py"), str(plain), "--graph", graph.url,
+                 "--timeout", f"{budget:.0f}"], workdir, env, who))]
+        if who == "oyez" and until(lambda: reloads(db) >= daemons, LEAD * 2):
+            result.ready_after = time.monotonic() - procs[0].started
         graph.wait_for_posts(len(dues), timeout=budget)
         if who == "oyez":
-            ledger = Ledger(f"sqlite:///{db}")
+            ledger = Ledger(db, upgrade=False)
             try:
                 def count() -> bool:
                     result.ledger = dict(Counter(d.status for d in ledger.deliveries(dry_run=False)))
@@ -409,7 +422,7 @@ def deliver(who: str, graph: FakeGraph, pages: Sequence[str], dues: Sequence[Due
             finally:
                 ledger.engine.dispose()
         else:
-            proc.wait_exit(10)
+            procs[0].wait_exit(10)
         time.sleep(SETTLE)  # anything sent twice shows up now
     for received in list(graph.received):  # the process has stopped: nothing is being added
         if received.method == "POST" and received.path.endswith("/feed"):
@@ -603,8 +616,49 @@ def scenario_cron_heavy(graph: FakeGraph, sizes: Sizes, workdir: Path, label: st
     ], o
 
 
-SCENARIOS = {"lateness": scenario_lateness, "burst": scenario_burst, "scale": scenario_scale,
-             "cron-heavy": scenario_cron_heavy}
+def fresh_postgres(url: str) -> str:
+    """Empty the scratch PostgreSQL database `url` (oyez creates its tables); return the URL."""
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        SQLModel.metadata.drop_all(conn)
+        conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
+    return url
+
+
+def scenario_fleet(graph: FakeGraph, sizes: Sizes, workdir: Path, label: str, pg: str | None) -> Outcome:
+    """The burst with 3 daemons on PostgreSQL, beside 1 daemon on PostgreSQL and 1 on SQLite."""
+    n = sizes.burst_posts
+    scenario = f"fleet: burst {n}x50 pages{label}"
+    if pg is None:
+        return [Row(scenario, "skipped: no PostgreSQL (--pg URL or OYEZ_TEST_PG)", None)], {}
+    figures: dict[str, Any] = {}
+    for name, db, daemons in (("1 on SQLite", None, 1), ("1 on PostgreSQL", pg, 1),
+                              ("3 on PostgreSQL", pg, 3)):
+        instant = float(math.ceil(time.time() + LEAD + daemons))
+        dues = [Due(instant, BURST_PAGES[i % len(BURST_PAGES)], f"fleet {i:05d}") for i in range(n)]
+        got = deliver("oyez", graph, BURST_PAGES, dues, workdir / f"fleet-{daemons}-{bool(db)}",
+                      db=fresh_postgres(db) if db else None, daemons=daemons)
+        per_message = Counter(message for _, message, _ in got.created)
+        figures[name] = {
+            "delivered": len(per_message), "duplicates": sum(c - 1 for c in per_message.values()),
+            "all_delivered_s": (max(t for *_, t in got.created) - instant
+                                if len(per_message) == n else None),
+            "ledger": got.ledger,
+        }
+    rows = []
+    for name, f in figures.items():
+        rows.append(Row(scenario, f"{name}: all delivered s", f["all_delivered_s"]))
+        rows.append(Row(scenario, f"{name}: no duplicates", f["duplicates"] == 0, expect=True))
+    return rows, figures
+
+
+SCENARIOS: dict[str, Any] = {
+    "lateness": scenario_lateness, "burst": scenario_burst, "scale": scenario_scale,
+    "cron-heavy": scenario_cron_heavy,
+    "fleet": lambda graph, sizes, workdir, label: scenario_fleet(graph, sizes, workdir, label, PG[0]),
+}
+PG: list[str | None] = [None]  # the scratch PostgreSQL database for the fleet scenario
 
 
 # --- main -------------------------------------------------------------------------------
@@ -615,9 +669,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=20.0, help="fake server latency in ms (default 20)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json",
                         help="JSON file for the figures")
+    parser.add_argument("--pg", default=os.environ.get("OYEZ_TEST_PG"),
+                        help="scratch PostgreSQL URL for the fleet scenario (it is emptied!); "
+                             "default $OYEZ_TEST_PG")
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append",
                         help="run only this scenario (may be repeated)")
     args = parser.parse_args(argv)
+    PG[0] = args.pg
     sizes = QUICK if args.quick else FULL
     label = " (quick)" if args.quick else ""
     began = time.monotonic()
