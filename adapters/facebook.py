@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import requests
 from pydantic import SecretStr, field_validator
@@ -19,6 +18,7 @@ from scheduler.secrets import redact
 
 from . import http as web
 from .base import AdapterSettings, AuthError, Message, PermanentError, Published, TransientError
+from .http import check_base_url
 
 DEFAULT_GRAPH_URL = "https://graph.facebook.com"
 DEFAULT_VERSION = "v25.0"
@@ -26,16 +26,6 @@ RATE_LIMIT_CODES = frozenset({4, 17, 32, 341, 613, 80001})
 AUTH_CODES = frozenset({102, 190})
 MAX_WAIT = 86400.0  # the longest wait a server may ask for; beyond it a post's grace is long gone
 
-
-def check_base_url(url: str) -> str:
-    """Accept https URLs, and http only for loopback test servers; raise ValueError."""
-    parts = urlsplit(url)
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise ValueError(f"graph_url must be https (http only for localhost), got {url!r}")
-    if not parts.hostname or "?" in url or "#" in url or "@" in parts.netloc:
-        raise ValueError(f"graph_url must be a plain base URL, got {url!r}")
-    return url.rstrip("/")
 
 
 class FacebookPageSettings(AdapterSettings):
@@ -48,7 +38,7 @@ class FacebookPageSettings(AdapterSettings):
     @field_validator("graph_url")
     @classmethod
     def _https(cls, value: str | None) -> str | None:
-        return None if value is None else check_base_url(value)
+        return None if value is None else check_base_url(value, "graph_url")
 
 
 class FacebookPage:

@@ -8,6 +8,7 @@ target holds one worker rather than the scheduler's clock.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -20,7 +21,7 @@ from typing import Any, TextIO
 import requests
 
 import adapters
-from adapters.base import Adapter, Message, Published
+from adapters.base import Adapter, Message, Published, idempotent_for
 
 from . import clock, times
 from .config import Config, Target
@@ -35,6 +36,13 @@ SLOW_DOWN_AT = 90.0  # usage percentage from which a target is paced
 PACE = {90.0: timedelta(seconds=5), 100.0: timedelta(seconds=60)}
 LOOKBACK = timedelta(minutes=10)  # how far before the first attempt find_published looks
 SETTLE_FOR = timedelta(hours=1)  # how long past a deadline an unknown outcome is still checked
+
+
+def message_for(row: Delivery) -> Message:
+    """The one place a delivery becomes a Message: what to post and which delivery it is."""
+    return Message(row.text, row.link, row.image, key=row.key, job_id=row.job_id, part=row.part,
+                   target=row.target, due=row.due_at, first_attempt_at=row.first_attempt_at,
+                   options=json.loads(row.options) if row.options else {})
 
 
 class Publisher:
@@ -140,7 +148,7 @@ class Publisher:
         fingerprint = current.fingerprint if current is not None else ""
         started = clock.now()
         lateness_ms = int((started - row.due_at).total_seconds() * 1000)
-        message = Message(row.text, row.link, row.image)
+        message = message_for(row)
         try:
             if self.dry_run:
                 outcome, published = "dry-run", self._print(row, message)
@@ -169,8 +177,9 @@ class Publisher:
                  published.remote_id, outcome, lateness_ms)
 
     def _send(self, adapter: Adapter, row: Delivery, message: Message) -> tuple[str, Published]:
-        if row.uncertain:
-            assert row.first_attempt_at is not None
+        assert row.first_attempt_at is not None
+        # within the adapter's idempotency window, publishing again is itself the safe check
+        if row.uncertain and clock.now() >= row.first_attempt_at + idempotent_for(adapter):
             found = adapter.find_published(message, row.first_attempt_at - LOOKBACK)
             if found is not None:
                 return "found", found
@@ -188,8 +197,7 @@ class Publisher:
         found, note = None, "not found on the network after an attempt with unknown outcome"
         if adapter is not None and not self.dry_run and row.first_attempt_at is not None:
             try:
-                found = adapter.find_published(Message(row.text, row.link, row.image),
-                                               row.first_attempt_at - LOOKBACK)
+                found = adapter.find_published(message_for(row), row.first_attempt_at - LOOKBACK)
             except PublishError as exc:
                 if now < row.deadline + SETTLE_FOR:
                     return
