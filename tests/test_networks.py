@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import standardwebhooks
+from conftest import BSKY_PASSWORD, MASTO_TOKEN, SECRET
 from fakebluesky import TID, FakeBluesky
 from fakemastodon import FakeMastodon
 from fakenet import Fault
@@ -22,9 +22,6 @@ from adapters.mastodon import Mastodon, MastodonSettings
 from adapters.webhook import Webhook, WebhookSettings
 from scheduler.errors import AuthError, PermanentError, TransientError
 
-MASTO_TOKEN = "MASTO-SECRET-CANARY"
-BSKY_PASSWORD = "bsky-app-pass-canary"
-SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 FIRST = datetime(2026, 11, 28, 17, 0, 0, 123456, tzinfo=UTC)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -32,20 +29,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 def msg(text: str = "hello", key: str = "post:a:t", **kw: object) -> Message:
     return Message(text, key=key, job_id="a", part="post", target="t", due=FIRST,
                    first_attempt_at=FIRST, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def masto() -> Iterator[FakeMastodon]:
-    with FakeMastodon({MASTO_TOKEN: "police"}) as fake:
-        yield fake
-        assert fake.errors == []
-
-
-@pytest.fixture
-def bsky() -> Iterator[FakeBluesky]:
-    with FakeBluesky({"police.example.org": BSKY_PASSWORD}) as fake:
-        yield fake
-        assert fake.errors == []
 
 
 def mastodon(fake: FakeMastodon, token: str = MASTO_TOKEN) -> Mastodon:
@@ -213,13 +196,6 @@ def test_bluesky_check_logs_in(bsky: FakeBluesky) -> None:
 
 
 # -- webhook ----------------------------------------------------------------------------
-
-@pytest.fixture
-def hook() -> Iterator[FakeWebhook]:
-    with FakeWebhook(SECRET) as fake:
-        yield fake
-        assert fake.errors == []
-
 
 def webhook(fake: FakeWebhook, secret: str = SECRET) -> Webhook:
     return Webhook(WebhookSettings(url=fake.url + "/hooks/oyez", secret=SecretStr(secret)), web.session())
