@@ -484,13 +484,14 @@ class _Builder:
             return None
         event = LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
                           spec.on_start, spec.on_end, tz, grace, spec.draft)
-        texts = [((*path, "reminders", i, "message"), r.message) for i, r in enumerate(spec.reminders)]
-        texts += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")]
-        for where, template in texts:
-            with contextlib.suppress(ValueError, TypeError, KeyError):  # a bad template is reported above
-                if template is not None:
-                    self.text_fits(Message(templates.render(template, event.values()), spec.link),
-                                   list(targets), where)
+        if any(hasattr(self.adapters.get(t), "text_problem") for t in targets):  # render only then
+            texts = [((*path, "reminders", i, "message"), r.message) for i, r in enumerate(spec.reminders)]
+            texts += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")]
+            for where, template in texts:
+                with contextlib.suppress(ValueError, TypeError, KeyError):  # bad ones reported above
+                    if template is not None:
+                        self.text_fits(Message(templates.render(template, event.values()), spec.link),
+                                       list(targets), where)
         return event
 
     def template(self, text: str, path: yamlfile.Path) -> None:
