@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import standardwebhooks
-from conftest import BSKY_PASSWORD, MASTO_TOKEN, SECRET
+from conftest import BSKY_PASSWORD, MASTO_TOKEN, SECRET, occurrence
 from fakebluesky import TID, FakeBluesky
 from fakemastodon import FakeMastodon
 from fakenet import Fault
@@ -20,7 +21,9 @@ from adapters.base import Message
 from adapters.bluesky import Bluesky, BlueskySettings, record_key, tid
 from adapters.mastodon import Mastodon, MastodonSettings
 from adapters.webhook import Webhook, WebhookSettings
+from scheduler.delivery import message_for
 from scheduler.errors import AuthError, PermanentError, TransientError
+from scheduler.ledger import Ledger
 
 FIRST = datetime(2026, 11, 28, 17, 0, 0, 123456, tzinfo=UTC)
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
@@ -38,6 +41,20 @@ def mastodon(fake: FakeMastodon, token: str = MASTO_TOKEN) -> Mastodon:
 def bluesky(fake: FakeBluesky, password: str = BSKY_PASSWORD) -> Bluesky:
     return Bluesky(BlueskySettings(handle="police.example.org", app_password=SecretStr(password),
                                    service_url=fake.url), web.session())
+
+
+def test_the_ledger_keeps_options_and_the_message_names_its_delivery(ledger: Ledger) -> None:
+    due, until = datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC)
+    occ = replace(occurrence("post:a:page", due), options='{"visibility": "public"}')
+    ledger.sync([occ], until, dry_run=False, now=due - timedelta(hours=1))
+    occ = replace(occ, options='{"visibility": "unlisted"}')
+    assert ledger.sync([occ], until, dry_run=False, now=due - timedelta(hours=1)).changed == ["post:a:page"]
+    row = ledger.claim(ledger.deliveries(dry_run=False)[0].id or 0, "n", due, timedelta(minutes=5))
+    assert row is not None
+    message = message_for(row)
+    assert (message.key, message.job_id, message.part, message.target, message.due) == (
+        "post:a:page", "a", "post", "page", due)
+    assert message.first_attempt_at == due and message.options == {"visibility": "unlisted"}
 
 
 # -- Mastodon ---------------------------------------------------------------------------
@@ -235,3 +252,11 @@ def test_webhook_status_codes(hook: FakeWebhook) -> None:
 def test_webhook_check_sends_a_signed_ping(hook: FakeWebhook) -> None:
     assert "accepted a signed ping (HTTP 204)" in webhook(hook).check()
     assert json.loads(hook.received[0].body)["type"] == "oyez.ping"
+
+
+def test_bluesky_never_overwrites_another_post_under_its_rkey(bsky: FakeBluesky) -> None:
+    adapter = bluesky(bsky)
+    adapter.publish(msg("first"))
+    with pytest.raises(PermanentError, match="already holds another post"):
+        adapter.publish(msg("a different post that drew the same key"))
+    assert bsky.texts() == ["first"]
