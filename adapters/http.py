@@ -164,9 +164,13 @@ def status_error(status: int, detail: str, *, ambiguous: bool, retry_after: floa
     """The error for an API whose HTTP status carries the meaning.
 
     401 (or `auth`) → AuthError; 408, 425, 429 and 5xx → TransientError
-    (ambiguous for a 5xx answer to a call that may have acted); anything else
-    → PermanentError.
+    (ambiguous for a 5xx answer to a call that may have acted); a 2xx the caller
+    could not read → TransientError (ambiguous likewise); anything else →
+    PermanentError.
     """
+    if status < 300:
+        return TransientError(f"{detail} (an answer that could not be read)", status=status,
+                              ambiguous=ambiguous)
     if auth or status == 401:
         return AuthError(detail, status=status)
     if status in (408, 425, 429) or status >= 500:

@@ -260,3 +260,15 @@ def test_bluesky_never_overwrites_another_post_under_its_rkey(bsky: FakeBluesky)
     with pytest.raises(PermanentError, match="already holds another post"):
         adapter.publish(msg("a different post that drew the same key"))
     assert bsky.texts() == ["first"]
+
+
+@pytest.mark.parametrize("network", ["mastodon", "bluesky"])
+def test_unreadable_success_is_ambiguous_and_the_retry_is_still_one_post(
+        network: str, masto: FakeMastodon, bsky: FakeBluesky) -> None:
+    fake, adapter = (masto, mastodon(masto)) if network == "mastodon" else (bsky, bluesky(bsky))
+    fake.fail_next(Fault("status", create=True, status=200, body=None))  # created; the answer is empty
+    with pytest.raises(TransientError) as info:
+        adapter.publish(msg())
+    assert info.value.ambiguous
+    adapter.publish(msg())
+    assert fake.texts() == ["hello"]  # type: ignore[attr-defined]
