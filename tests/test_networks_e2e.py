@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from datetime import timedelta
 
 import pytest
 from conftest import (
@@ -28,6 +29,14 @@ from fakegraph import FakeGraph
 from fakemastodon import FakeMastodon
 from fakenet import FakeServer, Fault
 from fakewebhook import FakeWebhook
+from pydantic import SecretStr
+from sqlalchemy import update
+
+from adapters import http as web
+from adapters.base import Message
+from adapters.mastodon import Mastodon, MastodonSettings
+from scheduler.ledger import Delivery, Ledger, _table
+from scheduler.plan import Occurrence
 
 FIXTURES = {"mastodon": "masto", "bluesky": "bsky", "webhook": "hook"}
 
@@ -131,3 +140,35 @@ live_events:
     assert events[0]["data"]["event"]["starts"] == starts.strftime("%Y-%m-%dT%H:%M:%SZ")
     log = daemon.log() + check.stdout + check.stderr
     assert all(secret not in log for secret in (TOKEN, MASTO_TOKEN, BSKY_PASSWORD, SECRET))
+
+
+def test_mastodon_past_the_idempotency_window_looks_before_resending(masto: FakeMastodon,
+                                                                     daemon: DaemonProcess) -> None:
+    """An attempt with unknown outcome two hours ago: the server forgot its key, so oyez compares
+    the account's statuses (by source text) instead of trusting a resend."""
+    masto.idempotency_ttl = 0  # as if the hour had passed
+    due = soon(-2 * 3600 - 60)
+    occ = Occurrence(key="post:late:mastodon", job_id="late", part="post", target="mastodon", due=due,
+                     deadline=due + timedelta(hours=3), text="Went out before the crash", link=None,
+                     image=None, draft=False, tz_name="UTC")
+    ledger = Ledger(daemon.db)
+    ledger.sync([occ], soon(86400), dry_run=False, now=due)
+    with ledger.transaction() as conn:
+        conn.execute(update(_table(Delivery)).values(
+            status="retry", uncertain=True, attempts=1, first_attempt_at=due + timedelta(seconds=1)))
+    ledger.engine.dispose()
+    masto_adapter = Mastodon(MastodonSettings(instance_url=masto.url, access_token=SecretStr(MASTO_TOKEN)),
+                             web.session())
+    posted = masto_adapter.publish(Message(occ.text, key=occ.key))  # the attempt that did go out
+    daemon.write("targets:\n" + network_targets(masto=masto) + f"""posts:
+  - id: late
+    at: {iso(due)}
+    grace: 3h
+    message: {occ.text}
+""")
+    daemon.start()
+    assert wait_until(lambda: sent(daemon) == 1, 20), daemon.log()
+    assert daemon.stop() == 0
+    [row] = daemon.deliveries()
+    assert row.remote_id == posted.remote_id and masto.texts() == [occ.text]
+    assert masto.requests_to(f"/statuses/{posted.remote_id}/source")
