@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -31,7 +32,9 @@ from scheduler import clock
 from scheduler.secrets import redact
 
 from . import http as web
-from .base import AdapterSettings, Message, Published
+from .base import AdapterSettings, Message, PermanentError, Published
+
+_PLACEHOLDER = re.compile(r"^\$\{\w+\}$")  # an unset ${VAR}, which only a dry run keeps
 
 
 class WebhookSettings(AdapterSettings):
@@ -48,13 +51,19 @@ class WebhookSettings(AdapterSettings):
     @field_validator("secret")
     @classmethod
     def _whsec(cls, value: SecretStr) -> SecretStr:
-        try:
-            standardwebhooks.Webhook(value.get_secret_value())
-        except (ValueError, standardwebhooks.webhooks.EmptyWebhookSecretError):
-            raise ValueError("secret must be whsec_ followed by base64 "
-                             "(e.g. from: python -c \"import base64, os; "
-                             "print('whsec_' + base64.b64encode(os.urandom(32)).decode())\")") from None
+        if not _PLACEHOLDER.match(value.get_secret_value()):
+            signer(value)
         return value
+
+
+def signer(secret: SecretStr) -> standardwebhooks.Webhook:
+    """The library's signer for a `whsec_` secret; ValueError (without the secret) if malformed."""
+    try:
+        return standardwebhooks.Webhook(secret.get_secret_value())
+    except (ValueError, standardwebhooks.webhooks.EmptyWebhookSecretError):
+        raise ValueError("secret must be whsec_ followed by base64 "
+                         "(e.g. from: python -c \"import base64, os; "
+                         "print('whsec_' + base64.b64encode(os.urandom(32)).decode())\")") from None
 
 
 class Webhook:
@@ -69,7 +78,7 @@ class Webhook:
         self.where = f"webhook {redact(self.url)}"
         self.http = http
         self.timeout = float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
-        self._signer = standardwebhooks.Webhook(settings.secret.get_secret_value())
+        self._secret = settings.secret
 
     def publish(self, message: Message) -> Published:
         """POST the post, signed, under its ledger key as webhook-id."""
@@ -94,6 +103,12 @@ class Webhook:
         status = self._post(f"ping:{uuid.uuid4()}", "oyez.ping", {}, clock.now())
         return f"{self.where} accepted a signed ping (HTTP {status})"
 
+    def _sign(self, msg_id: str, sent: datetime, body: str) -> str:
+        try:
+            return signer(self._secret).sign(msg_id, sent, body)
+        except ValueError as exc:  # only a dry run's unset ${VAR} gets this far
+            raise PermanentError(f"{self.where}: {exc}") from None
+
     def _post(self, msg_id: str, kind: str, data: dict[str, Any], sent: datetime) -> int:
         body = json.dumps({"type": kind, "timestamp": _iso(sent), "data": data},
                           ensure_ascii=False, separators=(",", ":"))
@@ -101,7 +116,7 @@ class Webhook:
             "Content-Type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(int(sent.timestamp())),
-            "webhook-signature": self._signer.sign(msg_id, sent, body),  # over the exact bytes sent
+            "webhook-signature": self._sign(msg_id, sent, body),  # over the exact bytes sent
         }
         resp = web.call(self.http, "POST", self.url, timeout=self.timeout, data=body.encode(),
                         headers=headers)

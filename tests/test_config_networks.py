@@ -109,3 +109,8 @@ def test_bad_settings_are_located_and_hide_secrets(setting: str, value: str, exp
         config.parse((text + "posts: []\n").encode(), env=ENV)
     [problem] = caught.value.problems
     assert expected in problem and "masto-token" not in problem
+
+
+def test_a_dry_run_without_the_secrets_still_reads_the_file() -> None:
+    cfg = config.parse((TARGETS + "posts: []\n").encode(), env={}, strict_env=False)
+    assert len(cfg.warnings) == 3 and "HOOK is not set" in cfg.warnings[2]
