@@ -27,7 +27,6 @@ AUTH_CODES = frozenset({102, 190})
 MAX_WAIT = 86400.0  # the longest wait a server may ask for; beyond it a post's grace is long gone
 
 
-
 class FacebookPageSettings(AdapterSettings):
     """jobs.yaml settings for `adapter: facebook_page`."""
 
