@@ -150,7 +150,8 @@ class Bluesky:
         if message.link:
             event = message.options.get("event") or {}
             external: dict[str, Any] = {"uri": message.link,
-                                        "title": event.get("title") or urlsplit(message.link).hostname,
+                                        "title": event.get("title") or urlsplit(message.link).hostname
+                                        or message.link,
                                         "description": ""}
             if message.image:
                 external["thumb"] = self._upload(message.image)
@@ -163,11 +164,14 @@ class Bluesky:
     def _facets(self, text: str) -> list[dict[str, Any]]:
         """Links and resolvable @handles, located by UTF-8 byte offsets."""
         facets = []
-        for match in counting.URL.finditer(text):
+        links = list(counting.URL.finditer(text))
+        for match in links:
             start, end = counting.utf8_span(text, *match.span())
             facets.append({"index": {"byteStart": start, "byteEnd": end},
                            "features": [{"$type": "app.bsky.richtext.facet#link", "uri": match.group()}]})
         for match in counting.HANDLE.finditer(text):
+            if any(link.start() <= match.start() < link.end() for link in links):
+                continue  # part of a URL, which is already a link
             did = self._resolve(match.group(1))
             if did is not None:  # an unknown handle stays plain text
                 start, end = counting.utf8_span(text, *match.span())

@@ -8,7 +8,8 @@ ambiguous failure cannot make a second post and needs no listing
 statuses by their plain source text.
 
 Images are uploaded through /api/v2/media first (with the post's `alt:` as
-description), waiting a bounded time while the server still processes them.
+description), waiting a bounded time while the server still processes them;
+a retry uploads again (the server drops media never attached to a status).
 Errors follow the HTTP status (see `web.status_error`); 429 waits until
 `X-RateLimit-Reset`, an ISO 8601 instant.
 """
