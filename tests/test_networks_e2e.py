@@ -91,6 +91,7 @@ def test_sigkill_and_faults_every_post_exactly_once(network: str, request: pytes
     assert sorted(got) == sorted(f"p post number {i}" for i in range(20)), seed
     assert len(got) == len(set(got)), f"duplicate posts (seed {seed})"
     assert before > 0, seed
+    assert sum(fake.faulty(r) for r in fake.received) > 20, seed  # faults did force retries
     # exactly once without reading the account back: no listing, no source lookups
     assert [r.path for r in fake.received if r.method == "GET" and "statuses" in r.path] == []
     assert fake.requests_to("listRecords") == [] and fake.errors == []
