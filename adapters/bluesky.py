@@ -101,7 +101,10 @@ class Bluesky:
     @staticmethod
     def text_problem(message: Message) -> str | None:
         """Over 300 graphemes or 3,000 UTF-8 bytes, Bluesky's two limits on a post's text."""
-        count, size = counting.graphemes(message.text), len(message.text.encode())
+        size = len(message.text.encode())
+        if len(message.text) <= MAX_GRAPHEMES and size <= MAX_BYTES:
+            return None  # never more graphemes than code points: no need to count them
+        count = counting.graphemes(message.text)
         if count > MAX_GRAPHEMES or size > MAX_BYTES:
             return (f"{count} graphemes ({size} bytes), Bluesky allows {MAX_GRAPHEMES} "
                     f"graphemes and {MAX_BYTES} bytes")

@@ -86,7 +86,10 @@ class Mastodon:
     def text_problem(message: Message) -> str | None:
         """Over 500 as Mastodon counts: graphemes of content warning + status, URLs as 23."""
         spoiler = str(message.options.get("spoiler_text") or "")
-        length = counting.mastodon_length(spoiler + status_text(message), URL_COST)
+        counted = counting.mastodon_text(spoiler + status_text(message), URL_COST)
+        if len(counted) <= DEFAULT_LIMIT:
+            return None  # never more graphemes than code points: no need to count them
+        length = counting.graphemes(counted)
         if length > DEFAULT_LIMIT:
             return (f"{length} characters, Mastodon allows {DEFAULT_LIMIT} "
                     f"(graphemes of spoiler_text and text, each URL counts {URL_COST})")

@@ -20,18 +20,20 @@ _GRAPHEME = regex.compile(r"\X")
 
 def graphemes(text: str) -> int:
     """The number of grapheme clusters in `text`."""
+    if text.isascii():  # fast path: in ASCII only CR LF joins two code points into one cluster
+        return len(text) - text.count("\r\n")
     return len(_GRAPHEME.findall(text))
 
 
-def mastodon_length(text: str, url_cost: int = 23) -> int:
-    """Length as Mastodon's StatusLengthValidator counts it.
+def mastodon_text(text: str, url_cost: int = 23) -> str:
+    """`text` as Mastodon's StatusLengthValidator sees it: every URL `url_cost`
+    characters long, a remote mention `@user@domain` only `@user`."""
+    return MENTION.sub(lambda m: "@" + m.group(1), URL.sub("x" * url_cost, text))
 
-    Graphemes, with every URL counting `url_cost` and a remote mention
-    `@user@domain` counting only `@user`.
-    """
-    shortened = URL.sub("x" * url_cost, text)
-    shortened = MENTION.sub(lambda m: "@" + m.group(1), shortened)
-    return graphemes(shortened)
+
+def mastodon_length(text: str, url_cost: int = 23) -> int:
+    """Length as Mastodon counts it: the graphemes of `mastodon_text`."""
+    return graphemes(mastodon_text(text, url_cost))
 
 
 def utf8_span(text: str, start: int, end: int) -> tuple[int, int]:
