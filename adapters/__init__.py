@@ -7,7 +7,12 @@ from typing import cast
 
 from .base import Adapter
 
-_BUILTIN = {"facebook_page": "adapters.facebook:FacebookPage"}
+_BUILTIN = {
+    "facebook_page": "adapters.facebook:FacebookPage",
+    "mastodon": "adapters.mastodon:Mastodon",
+    "bluesky": "adapters.bluesky:Bluesky",
+    "webhook": "adapters.webhook:Webhook",
+}
 
 
 def names() -> list[str]:

@@ -7,10 +7,10 @@ call at a time per target.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime
-from typing import ClassVar, Protocol
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
 
 import requests
 from pydantic import BaseModel, ConfigDict
@@ -26,6 +26,8 @@ __all__ = [
     "PublishError",
     "Published",
     "TransientError",
+    "idempotent_for",
+    "text_problem",
 ]
 
 
@@ -37,11 +39,29 @@ class AdapterSettings(BaseModel):
 
 @dataclass(frozen=True)
 class Message:
-    """What to publish."""
+    """What to publish, and which delivery it is.
+
+    Everything after `image` identifies the delivery; the daemon fills it in
+    from the ledger (`scheduler.delivery.message_for`), so it is the same on
+    every attempt, across restarts:
+    - `key`: the ledger key, unique per post and target (an idempotency key);
+    - `first_attempt_at`: when the first attempt was claimed, fixed before any
+      network call (None only outside the daemon, e.g. at validate time);
+    - `options`: the post's network options from jobs.yaml (`visibility`,
+      `spoiler_text`, `alt`) and, for live-event parts, `event` (id, title,
+      starts, ends, link; times ISO 8601).
+    """
 
     text: str
     link: str | None = None
     image: str | None = None
+    key: str = ""
+    job_id: str = ""
+    part: str = ""
+    target: str = ""
+    due: datetime | None = None
+    first_attempt_at: datetime | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,7 +78,16 @@ class Published:
 
 
 class Adapter(Protocol):
-    """One network account (a Facebook Page, a Mastodon account, ...)."""
+    """One network account (a Facebook Page, a Mastodon account, ...).
+
+    Two optional class attributes, read with getattr (an adapter may omit them):
+    - `text_problem(message) -> str | None`, a staticmethod: why the network would
+      refuse this text (too long, ...), or None; `oyez validate` calls it.
+    - `idempotent_for: timedelta`: publishing the same Message again within this
+      time after its first attempt cannot make a second post (an idempotency key,
+      a fixed record key), so after an ambiguous failure the daemon retries
+      without asking `find_published` first.
+    """
 
     Settings: ClassVar[type[AdapterSettings]]
 
@@ -86,3 +115,15 @@ class Adapter(Protocol):
     def check(self) -> str:
         """Verify the credentials; return the account's display name. Raises like `publish`."""
         ...
+
+
+def text_problem(adapter: type[Adapter], message: Message) -> str | None:
+    """What the adapter says is wrong with `message`'s text, if it declares a check."""
+    check = getattr(adapter, "text_problem", None)
+    return check(message) if callable(check) else None
+
+
+def idempotent_for(adapter: Adapter) -> timedelta:
+    """How long after a first attempt the adapter's publish is safe to repeat (0 if never)."""
+    window = getattr(adapter, "idempotent_for", None)
+    return window if isinstance(window, timedelta) else timedelta(0)

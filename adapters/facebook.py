@@ -12,7 +12,6 @@ import os
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import requests
 from pydantic import SecretStr, field_validator
@@ -21,6 +20,7 @@ from scheduler.secrets import redact
 
 from . import http as web
 from .base import AdapterSettings, AuthError, Message, PermanentError, Published, TransientError
+from .http import check_base_url
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +33,6 @@ MAX_PAGES = 20  # the most pages read looking for one post: 2,000 posts since it
 MAX_WAIT = 86400.0  # the longest wait a server may ask for; beyond it a post's grace is long gone
 
 
-def check_base_url(url: str) -> str:
-    """Accept https URLs, and http only for loopback test servers; raise ValueError."""
-    parts = urlsplit(url)
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-        raise ValueError(f"graph_url must be https (http only for localhost), got {url!r}")
-    if not parts.hostname or "?" in url or "#" in url or "@" in parts.netloc:
-        raise ValueError(f"graph_url must be a plain base URL, got {url!r}")
-    return url.rstrip("/")
-
-
 class FacebookPageSettings(AdapterSettings):
     """jobs.yaml settings for `adapter: facebook_page`."""
 
@@ -54,7 +43,7 @@ class FacebookPageSettings(AdapterSettings):
     @field_validator("graph_url")
     @classmethod
     def _https(cls, value: str | None) -> str | None:
-        return None if value is None else check_base_url(value)
+        return None if value is None else check_base_url(value, "graph_url")
 
 
 class FacebookPage:

@@ -109,6 +109,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
+    for warning in cfg.warnings:
+        logging.getLogger("oyez").warning("%s", warning)
     now = clock.now()
     count = len([o for o in plan.expand(cfg, now, now + timedelta(days=30)) if not o.draft])
     print(f"{args.config}: OK: {_n(len(cfg.targets), 'target')}, {_n(len(cfg.posts), 'post')}, "

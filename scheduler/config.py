@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path as FsPath
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -23,7 +23,7 @@ from apscheduler.triggers.base import BaseTrigger
 from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints, ValidationError
 
 import adapters
-from adapters.base import AdapterSettings
+from adapters.base import Adapter, AdapterSettings, Message, text_problem
 
 from . import secrets, templates, times, yamlfile
 from .errors import ConfigError
@@ -60,6 +60,9 @@ class _PostSpec(_Timing):
     message: str
     link: str | None = None
     image: str | None = None
+    alt: str | None = None  # the image's description, for screen readers
+    visibility: Literal["public", "unlisted", "private", "direct"] | None = None  # Mastodon
+    spoiler_text: str | None = None  # Mastodon's content warning
 
 
 class _ReminderSpec(_Strict):
@@ -112,6 +115,7 @@ class Post:
     cron: BaseTrigger | None = field(default=None, compare=False)
     cron_text: str | None = None
     until: datetime | None = None
+    options: tuple[tuple[str, str], ...] = ()  # network options (alt, visibility, spoiler_text)
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,7 @@ class _Builder:
         self.strict_env = strict_env
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.adapters: dict[str, type[Adapter]] = {}  # target name -> its adapter class
 
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
@@ -346,6 +351,7 @@ class _Builder:
                     problem = problem.replace(value, f"${{{var}}}") if len(value) >= 3 else problem
                 self.problems.append(problem)
             return None
+        self.adapters[name] = adapter
         fingerprint = hashlib.sha256(repr(sorted(_revealed(settings).items())).encode()).hexdigest()
         for value in settings.__dict__.values():
             if isinstance(value, SecretStr):
@@ -403,6 +409,14 @@ class _Builder:
         self.url(spec.image, (*path, "image"))
         if not spec.message.strip():
             self.fail((*path, "message"), "message is empty")
+        options = tuple((k, v) for k in ("alt", "visibility", "spoiler_text")
+                        if (v := getattr(spec, k)) is not None)
+        if spec.image and not spec.alt:
+            self.warnings.append(f"{self.doc.where((*path, 'image'))}: image without alt: "
+                                 "describe it for people using screen readers (Bluesky and "
+                                 "Mastodon show it)")
+        message = Message(spec.message, spec.link, spec.image, options=dict(options))
+        self.text_fits(message, spec.targets or list(known_targets), (*path, "message"))
         if (spec.at is None) == (spec.cron is None):
             self.fail(path, "a post needs exactly one of at: or cron:")
             return None
@@ -426,7 +440,15 @@ class _Builder:
             if trigger is None:
                 return None
         return Post(spec.id, targets, spec.message, spec.link, spec.image, tz, grace,
-                    spec.draft, at, trigger, spec.cron, until)
+                    spec.draft, at, trigger, spec.cron, until, options)
+
+    def text_fits(self, message: Message, targets: list[str], path: yamlfile.Path) -> None:
+        """Report a text that a target's network would refuse (length, ...)."""
+        for name in targets:
+            adapter = self.adapters.get(name)
+            problem = text_problem(adapter, message) if adapter else None
+            if problem is not None:
+                self.fail(path, f"too long for target {name}: {problem}")
 
     def live_event(self, spec: _LiveEventSpec, path: yamlfile.Path, default_tz: ZoneInfo,
                    known_targets: Mapping[str, Any]) -> LiveEvent | None:
@@ -460,8 +482,17 @@ class _Builder:
                 self.template(value, (*path, key))
         if starts is None or ends is None:
             return None
-        return LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
-                         spec.on_start, spec.on_end, tz, grace, spec.draft)
+        event = LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
+                          spec.on_start, spec.on_end, tz, grace, spec.draft)
+        if any(hasattr(self.adapters.get(t), "text_problem") for t in targets):  # render only then
+            texts = [((*path, "reminders", i, "message"), r.message) for i, r in enumerate(spec.reminders)]
+            texts += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")]
+            for where, template in texts:
+                with contextlib.suppress(ValueError, TypeError, KeyError):  # bad ones reported above
+                    if template is not None:
+                        self.text_fits(Message(templates.render(template, event.values()), spec.link),
+                                       list(targets), where)
+        return event
 
     def template(self, text: str, path: yamlfile.Path) -> None:
         problem = templates.fields_problem(text, TEMPLATE_FIELDS)

@@ -8,6 +8,7 @@ target holds one worker rather than the scheduler's clock.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -20,7 +21,7 @@ from typing import Any, TextIO
 import requests
 
 import adapters
-from adapters.base import Adapter, Message, Published
+from adapters.base import Adapter, Message, Published, idempotent_for
 
 from . import clock, times
 from .config import Config, Target
@@ -37,6 +38,13 @@ PACE = {90.0: timedelta(seconds=5), 100.0: timedelta(seconds=60)}
 # network's clock may be a little behind ours, and its times are whole seconds
 CLOCK_SKEW = timedelta(minutes=1)
 SETTLE_FOR = timedelta(hours=1)  # how long past a deadline an unknown outcome is still checked
+
+
+def message_for(row: Delivery) -> Message:
+    """The one place a delivery becomes a Message: what to post and which delivery it is."""
+    return Message(row.text, row.link, row.image, key=row.key, job_id=row.job_id, part=row.part,
+                   target=row.target, due=row.due_at, first_attempt_at=row.first_attempt_at,
+                   options=json.loads(row.options) if row.options else {})
 
 
 class Publisher:
@@ -144,7 +152,7 @@ class Publisher:
         fingerprint = current.fingerprint if current is not None else ""
         started = clock.now()
         lateness_ms = int((started - row.due_at).total_seconds() * 1000)
-        message = Message(row.text, row.link, row.image)
+        message = message_for(row)
         try:
             if self.dry_run:
                 outcome, published = "dry-run", self._print(row, message)
@@ -173,9 +181,12 @@ class Publisher:
                  published.remote_id, outcome, lateness_ms)
 
     def _send(self, adapter: Adapter, row: Delivery, message: Message) -> tuple[str, Published]:
-        found = self._find(adapter, row, message) if row.uncertain else None
-        if found is not None:
-            return "found", found
+        assert row.first_attempt_at is not None
+        # within the adapter's idempotency window, publishing again is itself the safe check
+        if row.uncertain and clock.now() >= row.first_attempt_at + idempotent_for(adapter):
+            found = self._find(adapter, row, message)
+            if found is not None:
+                return "found", found
         return "sent", adapter.publish(message)
 
     def _find(self, adapter: Adapter, row: Delivery, message: Message) -> Published | None:
@@ -202,7 +213,7 @@ class Publisher:
         found, note = None, "not found on the network after an attempt with unknown outcome"
         if adapter is not None and not self.dry_run and row.first_attempt_at is not None:
             try:
-                found = self._find(adapter, row, Message(row.text, row.link, row.image))
+                found = self._find(adapter, row, message_for(row))
             except PublishError as exc:
                 if now < max(row.deadline, row.updated_at) + SETTLE_FOR:
                     return

@@ -87,6 +87,7 @@ class Delivery(SQLModel, table=True):
     text: str
     link: str | None = None
     image: str | None = None
+    options: str | None = None  # JSON object: network options (alt, visibility, ...), event fields
     remote_id: str | None = None
     error: str | None = None
     lateness_ms: int | None = None
@@ -167,7 +168,6 @@ class SyncResult:
     kept_text: list[str] = field(default_factory=list)
 
 
-_CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image")
 
 
 class Ledger:
@@ -557,7 +557,8 @@ _MESSAGE = ("text", "link", "image")
 
 def _content(occ: Occurrence) -> dict[str, Any]:
     return {"part": occ.part, "target": occ.target, "tz": occ.tz_name, "due_at": occ.due,
-            "deadline": occ.deadline, "text": occ.text, "link": occ.link, "image": occ.image}
+            "deadline": occ.deadline, "text": occ.text, "link": occ.link, "image": occ.image,
+            "options": occ.options}
 
 
 def _missed_reason(row: Delivery, now: datetime) -> str:

@@ -9,6 +9,7 @@ impossible:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -36,6 +37,7 @@ class Occurrence:
     image: str | None
     draft: bool
     tz_name: str
+    options: str | None = None  # JSON object of network options and event fields, as the ledger keeps it
 
     @property
     def local_due(self) -> datetime:
@@ -71,7 +73,7 @@ def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
             key=f"post:{post.id}:{target}" if stamp is None else f"cron:{post.id}:{target}:{stamp}",
             job_id=post.id, part="post", target=target, due=due, deadline=due + post.grace,
             text=post.message, link=post.link, image=post.image, draft=post.draft,
-            tz_name=post.tz.key,
+            tz_name=post.tz.key, options=_options(dict(post.options)),
         )
         for due, stamp in dues
         for target in post.targets
@@ -92,16 +94,22 @@ def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
         parts.append(("end", event.ends, event.ends + event.grace, event.on_end))
     values = event.values()
     stamp = _stamp(event.starts)
+    options = _options({"event": {"id": event.id, "title": event.title, "starts": _stamp(event.starts),
+                                  "ends": _stamp(event.ends), "link": event.link}})
     return [
         Occurrence(
             key=f"live:{event.id}:{part}:{stamp}:{target}", job_id=event.id, part=part,
             target=target, due=due, deadline=deadline, text=templates.render(template, values),
-            link=event.link, image=None, draft=event.draft, tz_name=event.tz.key,
+            link=event.link, image=None, draft=event.draft, tz_name=event.tz.key, options=options,
         )
         for part, due, deadline, template in parts
         if start <= due < end
         for target in event.targets
     ]
+
+
+def _options(values: dict[str, object]) -> str | None:
+    return json.dumps(values, sort_keys=True, ensure_ascii=False) if values else None
 
 
 def ledger_window(config: Config, now: datetime, ahead: timedelta) -> tuple[datetime, datetime]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -12,7 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fakebluesky import FakeBluesky
 from fakegraph import FakeGraph
+from fakemastodon import FakeMastodon
+from fakewebhook import FakeWebhook
 from sqlalchemy import create_engine, text
 from sqlmodel import SQLModel
 
@@ -21,6 +25,9 @@ from scheduler.plan import Occurrence
 
 TOKEN = "EAAB-SECRET-CANARY"  # grep for this: it must never show up in output, logs or the DB
 TOKEN2 = "EAAB-OTHER-TOKEN-222"
+MASTO_TOKEN = "MASTO-SECRET-CANARY"
+BSKY_PASSWORD = "bsky-app-pass-canary"
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 FAST_ENV = {
     "OYEZ_SWEEP_SECONDS": "1",
     "OYEZ_WATCH_SECONDS": "0.2",
@@ -35,6 +42,27 @@ FAST_ENV = {
 def graph() -> Iterator[FakeGraph]:
     """A fake Graph API with pages 111 and 222."""
     with FakeGraph({"111": TOKEN, "222": TOKEN2}) as fake:
+        yield fake
+        assert fake.errors == []
+
+
+@pytest.fixture
+def masto() -> Iterator[FakeMastodon]:
+    with FakeMastodon({MASTO_TOKEN: "police"}) as fake:
+        yield fake
+        assert fake.errors == []
+
+
+@pytest.fixture
+def bsky() -> Iterator[FakeBluesky]:
+    with FakeBluesky({"police.example.org": BSKY_PASSWORD}) as fake:
+        yield fake
+        assert fake.errors == []
+
+
+@pytest.fixture
+def hook() -> Iterator[FakeWebhook]:
+    with FakeWebhook(SECRET) as fake:
         yield fake
         assert fake.errors == []
 
@@ -194,7 +222,8 @@ def occurrence(key: str, due: datetime, text: str = "hello", *, target: str = "p
 def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     """A daemon runner in a fresh directory; whatever is left running is killed at the end."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OYEZ_", "FB_"))}
-    env.update(FAST_ENV, TOKEN_111=TOKEN, TOKEN_222=TOKEN2, PYTHONUNBUFFERED="1")
+    env.update(FAST_ENV, TOKEN_111=TOKEN, TOKEN_222=TOKEN2, PYTHONUNBUFFERED="1",
+               MASTO_TOKEN=MASTO_TOKEN, BSKY_PASSWORD=BSKY_PASSWORD, HOOK_SECRET=SECRET)
     proc = DaemonProcess(tmp_path, env)
     yield proc
     if proc.proc is not None and proc.proc.poll() is None:

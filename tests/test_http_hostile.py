@@ -21,7 +21,8 @@ from pydantic import SecretStr
 
 from adapters import http as web
 from adapters.base import Message, PermanentError, TransientError
-from adapters.facebook import FacebookPage, FacebookPageSettings, check_base_url
+from adapters.facebook import FacebookPage, FacebookPageSettings
+from adapters.http import check_base_url
 from scheduler import secrets
 
 PAGE = "111"
@@ -245,7 +246,7 @@ def test_check_base_url_accepts(url: str, expected: str) -> None:
 ])
 def test_check_base_url_rejects(url: str) -> None:
     with pytest.raises(ValueError, match="graph_url"):
-        check_base_url(url)
+        check_base_url(url, "graph_url")
 
 
 def test_settings_reject_a_bad_graph_url() -> None:
