@@ -81,10 +81,9 @@ def test_an_edit_saved_while_the_disk_is_full_is_applied_once_there_is_room(
         daemon.start()
         assert daemon.wait_log("start jobs.yaml")
         filler = disk / "filler"
-        with open(filler, "wb") as f, contextlib.suppress(OSError):
-            while True:
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:  # unbuffered: nothing is left to flush (and fail) on close
                 f.write(b"\0" * 65536)
-                f.flush()
         big = "x" * 3000  # enough new rows that the write cannot fit in what is left
         daemon.write(head + post("changed", due, "new text")
                      + "".join(post(f"n{i}", soon(3600 + i), f"{big} {i}") for i in range(40)))
