@@ -82,3 +82,6 @@ class Adapter(Protocol):
     def check(self) -> str:
         """Verify the credentials; return the account's display name. Raises like `publish`."""
         ...
+
+    # Optional: `permalink(remote_id) -> str`, a static method giving a published post's
+    # address, lets the web page link to posts that went out (the ledger keeps only ids).

@@ -80,7 +80,12 @@ class FacebookPage:
             remote_id = str(resp.body.get("id", ""))
         if not remote_id:
             raise TransientError(f"page {self.page_id}: success without a post id", ambiguous=True)
-        return Published(remote_id, f"https://www.facebook.com/{remote_id}", usage_percent(resp))
+        return Published(remote_id, self.permalink(remote_id), usage_percent(resp))
+
+    @staticmethod
+    def permalink(remote_id: str) -> str:
+        """The post's address on Facebook (a page post id is `PAGEID_POSTID`)."""
+        return f"https://www.facebook.com/{remote_id}"
 
     def find_published(self, message: Message, since: datetime) -> Published | None:
         """Look through the page's recent posts for one with this message text."""
@@ -92,7 +97,7 @@ class FacebookPage:
         for post in resp.body.get("data", []):
             if isinstance(post, dict) and str(post.get("message", "")).strip() == wanted:
                 remote_id = str(post.get("id"))
-                return Published(remote_id, f"https://www.facebook.com/{remote_id}", usage_percent(resp))
+                return Published(remote_id, self.permalink(remote_id), usage_percent(resp))
         return None
 
     def check(self) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+from urllib.parse import quote
 
 from sqlalchemy import (
     Connection,
@@ -131,6 +132,20 @@ class TargetHealth(SQLModel, table=True):
     since: datetime = _when()
 
 
+class DaemonRow(SQLModel, table=True):
+    """One running daemon: who, where, since when, and its last heartbeat."""
+
+    __tablename__ = "daemon"
+    node: str = Field(primary_key=True)
+    host: str
+    pid: int
+    version: str
+    dry_run: bool = False
+    started_at: datetime = _when()
+    heartbeat_at: datetime = _when()
+    config_digest: str | None = None
+
+
 @dataclass
 class SyncResult:
     """What `Ledger.sync` did."""
@@ -149,12 +164,19 @@ _CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image
 class Ledger:
     """Access to the ledger database; every method is one short transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readonly: bool = False) -> None:
+        """Open (and, unless `readonly`, create) the ledger at `url`.
+
+        A `readonly` ledger is opened so that the database refuses writes
+        (SQLite `mode=ro`, PostgreSQL read-only transactions) and creates nothing.
+        """
         self.url = url
         self._write_lock = threading.Lock()
         try:
-            self.engine = make_engine(url)
+            self.engine = make_engine(url, readonly=readonly)
             self._write_engine = self.engine.execution_options(oyez_write=True)
+            if readonly:
+                return
             try:
                 SQLModel.metadata.create_all(self.engine)
             except (OperationalError, IntegrityError, ProgrammingError):
@@ -406,6 +428,11 @@ class Ledger:
         with self.session() as s:
             return s.exec(select(Reload).order_by(col(Reload.id).desc()).limit(limit)).all()
 
+    def daemons(self) -> Sequence[DaemonRow]:
+        """Every daemon that has a row (stale ones included), by node."""
+        with self.session() as s:
+            return s.exec(select(DaemonRow).order_by(col(DaemonRow.node))).all()
+
 
 def _table(model: type[SQLModel]) -> Table:
     return cast(Table, model.__table__)  # type: ignore[attr-defined]
@@ -445,10 +472,17 @@ def _human(delta: timedelta) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and thread-safe connections."""
+def make_engine(url: str, *, readonly: bool = False) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and thread-safe connections.
+
+    With `readonly`, the database itself refuses every write on this engine.
+    """
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        ro = {"connect_args": {"options": "-c default_transaction_read_only=on"}} if readonly else {}
+        return create_engine(url, pool_pre_ping=True, **ro)
+    path = url.removeprefix("sqlite:///")
+    if readonly and path != url and path and not path.startswith(":memory:"):
+        url = f"sqlite:///file:{quote(path)}?mode=ro&uri=true"
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")

@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError
 
@@ -22,6 +22,7 @@ ENV_NAMES = {
     "retry_cap_seconds": "OYEZ_RETRY_CAP_SECONDS",
     "lease_seconds": "OYEZ_LEASE_SECONDS",
     "horizon_days": "OYEZ_HORIZON_DAYS",
+    "web_token": "OYEZ_WEB_TOKEN",
 }
 
 
@@ -40,6 +41,7 @@ class Settings(BaseModel):
     retry_cap_seconds: float = Field(default=900.0, gt=0)
     lease_seconds: float = Field(default=300.0, gt=0)
     horizon_days: float = Field(default=7.0, gt=0)
+    web_token: SecretStr | None = Field(default=None, min_length=16)  # asked for by the web page
 
     @property
     def lease(self) -> timedelta:
