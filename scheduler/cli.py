@@ -156,8 +156,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .web import serving
 
     settings = _settings(args)
+    daemon = Daemon(args.config, settings, dry_run=args.dry_run)  # the ledger exists from here
     with serving(args.config, settings, args.http):  # bound before the daemon starts, or refused
-        return Daemon(args.config, settings, dry_run=args.dry_run).run()
+        return daemon.run()
 
 
 def cmd_web(args: argparse.Namespace) -> int:

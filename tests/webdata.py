@@ -26,7 +26,7 @@ def sample_files(tmp: Path) -> tuple[str, str]:
     return str(tmp / "jobs.yaml"), f"sqlite:///{tmp / 'oyez.db'}"
 
 
-def fill(ledger: Ledger, jobs: str, now: datetime = NOW, *, heartbeat: datetime | None = None) -> None:
+def fill(ledger: Ledger, jobs: str, now: datetime = NOW) -> None:
     """What a daemon would have left by `now`: one post sent (late, after a retry), the Monday
     tip failed, the two-day reminder missed, a removed post cancelled, the rest pending."""
     cfg = config.load(jobs, strict_env=False)
@@ -57,11 +57,17 @@ def fill(ledger: Ledger, jobs: str, now: datetime = NOW, *, heartbeat: datetime 
                       started_at=datetime(2027, 1, 11, 9, 0, tzinfo=UTC),
                       finished_at=datetime(2027, 1, 11, 9, 0, 1, tzinfo=UTC), outcome="permanent",
                       error="(#100) Invalid parameter", lateness_ms=40))
-        s.add(Reload(at=now - timedelta(days=3), node="web1:4242", path=jobs, digest=cfg.digest,
-                     ok=True, added=7))
+        s.commit()
+    running(ledger, jobs, now - timedelta(days=3), now)
+
+
+def running(ledger: Ledger, jobs: str, started: datetime, heartbeat: datetime) -> None:
+    """What a daemon records of itself: the jobs.yaml it loaded, and its heartbeat."""
+    digest = config.load(jobs, strict_env=False).digest
+    with ledger.writing() as s:
+        s.add(Reload(at=started, node="web1:4242", path=jobs, digest=digest, ok=True, added=7))
         s.add(DaemonRow(node="web1:4242", host="web1", pid=4242, version="0.1.0",
-                        started_at=now - timedelta(days=3), heartbeat_at=heartbeat or now,
-                        config_digest=cfg.digest))
+                        started_at=started, heartbeat_at=heartbeat, config_digest=digest))
         s.commit()
 
 

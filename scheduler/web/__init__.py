@@ -19,11 +19,13 @@ import signal
 import socket
 import socketserver
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from types import FrameType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+from .. import clock
 from ..errors import OyezError
 from ..secrets import register
 from ..settings import Settings
@@ -77,7 +79,8 @@ class _Handler(WSGIRequestHandler):
 class WebServer:
     """The page's HTTP server: bound on creation (errors are OyezError), served by `run`/`start`."""
 
-    def __init__(self, config_path: str, settings: Settings, bind: str = DEFAULT_BIND) -> None:
+    def __init__(self, config_path: str, settings: Settings, bind: str = DEFAULT_BIND,
+                 now: Callable[[], datetime] = clock.now) -> None:
         host, port = parse_bind(bind)
         token = settings.web_token.get_secret_value() if settings.web_token else None
         if token is None and not is_loopback(host):
@@ -92,7 +95,7 @@ class WebServer:
             self.httpd = server_class((host, port), _Handler)
         except OSError as exc:
             raise OyezError(f"cannot serve the page on {bind}: {exc.strerror or exc}") from None
-        self.app = App(config_path, settings.db, token)
+        self.app = App(config_path, settings.db, token, now)
         self.httpd.set_app(self.app)
         self._thread: threading.Thread | None = None
         bound = self.httpd.server_address
