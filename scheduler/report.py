@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -85,8 +87,14 @@ def _permalink(cfg: config.Config | None, target: str, remote_id: str | None) ->
     """The post's address on its network, if its adapter knows how to make one."""
     if cfg is None or remote_id is None or target not in cfg.targets:
         return None
-    make = getattr(adapters.get(cfg.targets[target].adapter), "permalink", None)
+    make = _permalinker(cfg.targets[target].adapter)
     return None if make is None else str(make(remote_id))
+
+
+@functools.cache
+def _permalinker(adapter: str) -> Callable[[str], object] | None:
+    """An adapter's optional `permalink(remote_id)` (looked up once: entry points are slow)."""
+    return getattr(adapters.get(adapter), "permalink", None)
 
 
 def plan_rows(cfg: config.Config, start: datetime, end: datetime,
@@ -360,8 +368,11 @@ def attention(config_path: str, db: str | Ledger, now: datetime) -> list[str]:
     if ledger is None:
         return ["no ledger yet: no daemon has run on this database"]
     reasons = []
-    if not any(d["alive"] and not d["dry_run"] for d in daemon_rows(ledger, now)):
+    running = [d for d in daemon_rows(ledger, now) if d["alive"]]
+    if not running:
         reasons.append(f"no daemon heartbeat in the last {STALE_AFTER.seconds} s")
+    elif all(d["dry_run"] for d in running):
+        reasons.append("only dry-run daemons are running: nothing is being published")
     disk = read_disk(config_path, ledger)
     if disk.problems:
         reasons.append(f"{config_path} on disk is invalid ({_n(len(disk.problems), 'problem')})")

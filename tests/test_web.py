@@ -275,6 +275,12 @@ def _unhealthy(site: Site) -> None:
     webdata.unhealthy(site.ledger, site.jobs)
 
 
+def _dry_run_only(site: Site) -> None:
+    with site.ledger.writing() as s:
+        s.execute(update(DaemonRow).values(dry_run=True))
+        s.commit()
+
+
 def _no_failures(site: Site) -> None:
     pass
 
@@ -282,6 +288,7 @@ def _no_failures(site: Site) -> None:
 @pytest.mark.parametrize(("breakage", "reason"), [
     (_no_failures, None),
     (_stale, "no daemon heartbeat in the last 30 s"),
+    (_dry_run_only, "only dry-run daemons are running: nothing is being published"),
     (_invalid, "on disk is invalid (1 problem)"),
     (_unhealthy, "target police-page is unhealthy: its credentials were refused"),
 ])

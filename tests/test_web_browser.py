@@ -85,6 +85,30 @@ def _axe(browser: Any) -> list[dict[str, Any]]:
     return list(result["violations"])
 
 
+# WCAG 2.2's 2.5.8 (target size, minimum), which axe-core 4.4 predates: a target smaller than
+# 24x24 px passes if a 24 px circle centred on it touches no other target and no other such circle
+TARGET_SIZE = """
+const targets = [...document.querySelectorAll('a[href], button, input, select, textarea')]
+  .filter(e => e.getClientRects().length).map(e => [e, e.getBoundingClientRect()]);
+const small = ([, r]) => r.width < 24 || r.height < 24;
+const centre = r => [r.left + r.width / 2, r.top + r.height / 2];
+const failing = [];
+for (const [e, r] of targets.filter(small)) {
+  const [x, y] = centre(r);
+  for (const [f, q] of targets) {
+    if (f === e) continue;
+    const [fx, fy] = centre(q);
+    const gap = Math.hypot(Math.max(q.left - x, 0, x - q.right), Math.max(q.top - y, 0, y - q.bottom));
+    if (gap < 12 || (small([f, q]) && Math.hypot(fx - x, fy - y) < 24)) {
+      failing.push(e.outerHTML.slice(0, 80) + ' near ' + f.outerHTML.slice(0, 80));
+      break;
+    }
+  }
+}
+return failing;
+"""
+
+
 def test_timeline_in_a_browser_shows_every_status_passes_axe_and_prints(
         browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -103,6 +127,7 @@ def test_timeline_in_a_browser_shows_every_status_passes_axe_and_prints(
         assert sent.value_of_css_property("background-color") == "rgba(227, 244, 230, 1)"
         assert _console_errors(browser) == []
         assert _axe(browser) == []
+        assert browser.execute_script(TARGET_SIZE) == []
         assert _console_errors(browser) == []
 
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
@@ -114,6 +139,7 @@ def test_timeline_in_a_browser_shows_every_status_passes_axe_and_prints(
         for path in ("/status", f"/delivery/{site.id_of(ANNOUNCE)}", "/nope", "/?days=0"):
             _open(browser, url + path)
             assert _axe(browser) == [], path
+            assert browser.execute_script(TARGET_SIZE) == [], path
             assert [e for e in _console_errors(browser) if "404" not in e and "400" not in e] == []
 
         _open(browser, url + "/?from=2027-01-12&days=3")
