@@ -378,8 +378,8 @@ def attention(config_path: str, db: str | Ledger, now: datetime) -> list[str]:
         reasons.append(f"{config_path} on disk is invalid ({_n(len(disk.problems), 'problem')})")
     reasons += [f"target {name} is unhealthy: its credentials were refused"
                 for name in sorted(_unhealthy(ledger, disk.config))]
-    reasons += [f"{_n(n, 'delivery', 'deliveries')} {status} in the last 24 h"
-                for status, n in sorted(_recent_failures(ledger, now).items())]
+    reasons += [f"{_n(n, 'delivery', 'deliveries')} {outcome} in the last 24 h"
+                for outcome, n in sorted(_recent_failures(ledger, now).items())]
     return reasons
 
 
@@ -395,8 +395,9 @@ def status(config_path: str, db: str | Ledger, now: datetime) -> dict[str, Any]:
     if ledger is None:
         return {"ledger": None, "attention": attention(config_path, db, now)}
     disk = read_disk(config_path, ledger)
-    unhealthy = ledger.unhealthy()
-    names = sorted(set(disk.config.targets if disk.config else ()) | set(unhealthy))
+    refused = ledger.unhealthy()
+    unhealthy = _unhealthy(ledger, disk.config)  # a refusal of settings since changed is over
+    names = sorted(set(disk.config.targets if disk.config else ()) | unhealthy)
     return {
         "ledger": safe_url(ledger.url),
         "attention": attention(config_path, ledger, now),
@@ -405,8 +406,8 @@ def status(config_path: str, db: str | Ledger, now: datetime) -> dict[str, Any]:
         "problems": list(disk.problems),
         "targets": [
             {"name": name, "healthy": name not in unhealthy,
-             "since": _iso(unhealthy[name].since) if name in unhealthy else None,
-             "reason": unhealthy[name].reason if name in unhealthy else None}
+             "since": _iso(refused[name].since) if name in unhealthy else None,
+             "reason": refused[name].reason if name in unhealthy else None}
             for name in names
         ],
         "counts": dict(sorted(Counter(d.status for d in ledger.deliveries(dry_run=False)).items())),
