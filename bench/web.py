@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import write_scale  # noqa: E402
+from run import write_scale
 
-from scheduler import config, plan  # noqa: E402
-from scheduler.ledger import Ledger  # noqa: E402
-from scheduler.settings import Settings  # noqa: E402
-from scheduler.web import WebServer  # noqa: E402
+from scheduler import config, plan
+from scheduler.ledger import Ledger
+from scheduler.settings import Settings
+from scheduler.web import WebServer
 
 ROUTES = ("/", "/?days=92", "/status", "/metrics", "/healthz", "/calendar.ics")
 
