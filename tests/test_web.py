@@ -113,6 +113,7 @@ def test_timeline_shows_each_status_the_live_event_as_one_block_and_past_outcome
 def test_timeline_rejects_bad_parameters_and_unknown_paths(site: Site) -> None:
     url = site.serve()
     assert fetch(url + "/?from=yesterday")[0] == 400
+    assert fetch(url + "/?from=9999-12-31")[0] == 400
     assert b"expected a whole number" in fetch(url + "/?days=1000")[2]
     assert fetch(url + "/nope")[0] == 404
     assert fetch(url + "/delivery/999999")[0] == 404

@@ -224,6 +224,8 @@ def _window(params: dict[str, str], today: date) -> tuple[date, int]:
         first = date.fromisoformat(params["from"]) if params.get("from") else today - timedelta(days=1)
     except ValueError:
         raise BadRequest(f"from={params['from']!r}: expected a date like 2027-01-12") from None
+    if not date(1970, 1, 1) <= first <= date(9000, 1, 1):
+        raise BadRequest(f"from={params['from']!r}: expected a date between 1970 and 9000")
     days = params.get("days") or str(DEFAULT_DAYS)
     if not days.isdigit() or not 1 <= int(days) <= MAX_DAYS:
         raise BadRequest(f"days={days!r}: expected a whole number from 1 to {MAX_DAYS}")
