@@ -157,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     daemon = Daemon(args.config, settings, dry_run=args.dry_run)  # the ledger exists from here
-    with serving(args.config, settings, args.http):  # bound before the daemon starts, or refused
+    with serving(args.config, settings, args.http):  # bound (or refused) before it schedules anything
         return daemon.run()
 
 
