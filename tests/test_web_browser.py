@@ -142,7 +142,7 @@ def test_timeline_in_a_browser_shows_every_status_passes_axe_and_prints(
             assert browser.execute_script(TARGET_SIZE) == [], path
             assert [e for e in _console_errors(browser) if "404" not in e and "400" not in e] == []
 
-        _open(browser, url + "/?from=2027-01-12&days=3")
+        _open(browser, url + "/?from=2027-01-11&days=4")  # every status is in view
         size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
         shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
