@@ -127,3 +127,5 @@ def idempotent_for(adapter: Adapter) -> timedelta:
     """How long after a first attempt the adapter's publish is safe to repeat (0 if never)."""
     window = getattr(adapter, "idempotent_for", None)
     return window if isinstance(window, timedelta) else timedelta(0)
+    # Optional: `permalink(remote_id) -> str`, a static method giving a published post's
+    # address, lets the web page link to posts that went out (the ledger keeps only ids).

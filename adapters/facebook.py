@@ -75,7 +75,12 @@ class FacebookPage:
             remote_id = str(resp.body.get("id", ""))
         if not remote_id:
             raise TransientError(f"page {self.page_id}: success without a post id", ambiguous=True)
-        return Published(remote_id, f"https://www.facebook.com/{remote_id}", usage_percent(resp))
+        return Published(remote_id, self.permalink(remote_id), usage_percent(resp))
+
+    @staticmethod
+    def permalink(remote_id: str) -> str:
+        """The post's address on Facebook (a page post id is `PAGEID_POSTID`)."""
+        return f"https://www.facebook.com/{remote_id}"
 
     def find_published(self, message: Message, since: datetime,
                        exclude: Collection[str] = frozenset()) -> Published | None:
@@ -90,8 +95,7 @@ class FacebookPage:
                 if (isinstance(post, dict) and str(post.get("message", "")).strip() == wanted
                         and str(post.get("id")) not in exclude and _created(post) >= since):
                     remote_id = str(post.get("id"))
-                    found = Published(remote_id, f"https://www.facebook.com/{remote_id}",
-                                      usage_percent(resp))
+                    found = Published(remote_id, self.permalink(remote_id), usage_percent(resp))
             after = _next_cursor(resp.body)
             if not posts or after is None:
                 return found

@@ -413,7 +413,7 @@ def deliver(who: str, graph: FakeGraph, pages: Sequence[str], dues: Sequence[Due
             result.ready_after = time.monotonic() - procs[0].started
         graph.wait_for_posts(len(dues), timeout=budget)
         if who == "oyez":
-            ledger = Ledger(db, upgrade=False)
+            ledger = Ledger(db, readonly=True)
             try:
                 def count() -> bool:
                     result.ledger = dict(Counter(d.status for d in ledger.deliveries(dry_run=False)))

@@ -69,7 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     p = command("run", "Run the daemon: publish each post at its time.")
     p.add_argument("--dry-run", action="store_true",
                    help="print posts as they fall due instead of sending them")
+    p.add_argument("--http", metavar="HOST:PORT", default=None,
+                   help="also serve the read-only web page from the daemon (e.g. 127.0.0.1:8080)")
     p.set_defaults(func=cmd_run)
+
+    p = command("web", "Serve the read-only web page: timeline, status, /healthz, /metrics, .ics.")
+    p.add_argument("--bind", metavar="HOST:PORT", default="127.0.0.1:8080",
+                   help="where to listen (default 127.0.0.1:8080; any other address needs "
+                        "OYEZ_WEB_TOKEN)")
+    p.set_defaults(func=cmd_web)
+
+    p = command("export-ics", "Write the plan as an iCalendar feed (one event per post) to stdout.")
+    p.add_argument("--from", dest="start", help="start of the window (default: 30 days ago)")
+    p.add_argument("--until", dest="end", help="end of the window (default: 90 days on)")
+    p.set_defaults(func=cmd_export_ics)
 
     p = command("history", "Show the ledger: what was sent, failed, missed or cancelled.", cfg=False)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -148,8 +161,29 @@ def _when(text: str, cfg: config.Config) -> datetime:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
+    from .web import serving
 
-    return Daemon(args.config, _settings(args), dry_run=args.dry_run).run()
+    settings = _settings(args)
+    daemon = Daemon(args.config, settings, dry_run=args.dry_run)  # the ledger exists from here
+    with serving(args.config, settings, args.http):  # bound (or refused) before it schedules anything
+        return daemon.run()
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from .web import WebServer
+
+    return WebServer(args.config, _settings(args), args.bind).run()
+
+
+def cmd_export_ics(args: argparse.Namespace) -> int:
+    from . import ics
+
+    cfg = config.load(args.config, strict_env=False)
+    now = clock.now()
+    start = _when(args.start, cfg) if args.start else now - ics.DEFAULT_BACK
+    end = _when(args.end, cfg) if args.end else now + ics.DEFAULT_AHEAD
+    sys.stdout.buffer.write(ics.feed(report.timeline_rows(cfg, start, end, _settings(args).db), now))
+    return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -164,8 +198,10 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(report.status_text(args.config, _settings(args).db))
-    return 0
+    db = _settings(args).db
+    state = report.status(args.config, db, clock.now())
+    print(report.status_text(state, db))
+    return 1 if state["attention"] else 0  # for cron and monitoring agents, like /healthz
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

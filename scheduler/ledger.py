@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
+from urllib.parse import quote
 
 from sqlalchemy import (
     Connection,
@@ -173,16 +174,21 @@ class SyncResult:
 class Ledger:
     """Access to the ledger database; every method is one short transaction."""
 
-    def __init__(self, url: str, *, busy_seconds: float = 30.0, upgrade: bool = True) -> None:
-        """Open the ledger at `url`, upgrading its schema (or creating it) unless not `upgrade`:
-        then a ledger whose schema is not the newest is refused. Raises OyezError."""
+    def __init__(self, url: str, *, busy_seconds: float = 30.0, readonly: bool = False) -> None:
+        """Open the ledger at `url`, creating it or upgrading its schema in place.
+
+        A `readonly` ledger is opened so that the database refuses writes
+        (SQLite `mode=ro`, PostgreSQL read-only transactions), creates and
+        upgrades nothing, and is refused unless its schema is the newest.
+        Raises OyezError.
+        """
         self.url = url
         self._write_lock = threading.Lock()
         self._file = _sqlite_file(url)
         try:
-            self.engine = make_engine(url, busy_seconds)
+            self.engine = make_engine(url, busy_seconds, readonly=readonly)
             self._write_engine = self.engine.execution_options(oyez_write=True)
-            if upgrade:
+            if not readonly:
                 before, after = migrations.upgrade(self.engine, safe_url(url))
                 if before not in (None, after):
                     log.warning("ledger %s upgraded from schema %s to %s", safe_url(url), before, after)
@@ -588,17 +594,25 @@ def _identity(path: str | None) -> tuple[int, int] | None:
     return None if st is None else (st.st_dev, st.st_ino)
 
 
-def make_engine(url: str, busy_seconds: float = 30.0) -> Engine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and thread-safe connections."""
+def make_engine(url: str, busy_seconds: float = 30.0, *, readonly: bool = False) -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and thread-safe connections.
+
+    With `readonly`, the database itself refuses every write on this engine.
+    """
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        ro = {"connect_args": {"options": "-c default_transaction_read_only=on"}} if readonly else {}
+        return create_engine(url, pool_pre_ping=True, **ro)
+    path = url.removeprefix("sqlite:///")
+    if readonly and path != url and path and not path.startswith((":memory:", "file:")):
+        url = f"sqlite:///file:{quote(path)}?mode=ro&uri=true"
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_seconds})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        if not readonly:  # switching to WAL is a write; a reader takes the mode the file has
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import threading
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import adapters
 
-from . import clock, config, plan
-from .errors import OyezError, PublishError
+from . import clock, config, plan, times
+from .errors import ConfigError, OyezError, PublishError
 from .settings import Settings
 
 if TYPE_CHECKING:  # the database layer is imported only by commands that open a ledger
     from .ledger import DaemonRow, Delivery, Ledger
 
+STALE_AFTER = timedelta(seconds=30)  # a daemon whose last heartbeat is older is not running
+RECENT = timedelta(hours=24)  # a failure or miss this recent needs attention
 
-def _ledger(db: str) -> Ledger | None:
-    """Open the ledger only if it exists: looking must not create a database."""
+
+def _ledger(db: str | Ledger) -> Ledger | None:
+    """The ledger at URL `db` (or `db` itself, already open), or None if there is none.
+
+    Looking must not create a database, nor change (or upgrade) one: a URL is opened
+    read-only, and refused if its schema is not the newest.
+    """
+    if not isinstance(db, str):
+        return db
     if db.startswith("sqlite:///") and not os.path.exists(db.removeprefix("sqlite:///")):
         return None
     from .ledger import Ledger
 
-    return Ledger(db, upgrade=False)
+    return Ledger(db, readonly=True)
+
+
+def open_ledger(db: str) -> Ledger | None:
+    """A read-only ledger for a long-lived reader (the web page), or None if none exists yet."""
+    return _ledger(db)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -48,8 +66,40 @@ def _unhealthy(ledger: Ledger, cfg: config.Config | None) -> set[str]:
                                and cfg.targets[name].fingerprint == health.fingerprint)}
 
 
-def plan_rows(cfg: config.Config, start: datetime, end: datetime, db: str) -> list[dict[str, Any]]:
-    """Every occurrence in [start, end) with its ledger status, if any."""
+def kind(key: str, part: str) -> str:
+    """What a delivery is, for people: post, cron, reminder, live or thanks."""
+    if key.startswith("live:"):
+        return {"start": "live", "end": "thanks"}.get(part, "reminder")
+    return key.partition(":")[0]
+
+
+def _outcome(row: Delivery | None, cfg: config.Config | None) -> dict[str, Any]:
+    """What the ledger knows of a delivery beyond its plan (all None when it is not there)."""
+    if row is None:
+        return {"delivery": None, "attempts": 0, "remote_id": None, "url": None, "error": None,
+                "sent_at": None, "lateness_ms": None}
+    return {"delivery": row.id, "attempts": row.attempts, "remote_id": row.remote_id,
+            "url": _permalink(cfg, row.target, row.remote_id), "error": row.error,
+            "sent_at": _iso(row.sent_at), "lateness_ms": row.lateness_ms}
+
+
+def _permalink(cfg: config.Config | None, target: str, remote_id: str | None) -> str | None:
+    """The post's address on its network, if its adapter knows how to make one."""
+    if cfg is None or remote_id is None or target not in cfg.targets:
+        return None
+    make = _permalinker(cfg.targets[target].adapter)
+    return None if make is None else str(make(remote_id))
+
+
+@functools.cache
+def _permalinker(adapter: str) -> Callable[[str], object] | None:
+    """An adapter's optional `permalink(remote_id)` (looked up once: entry points are slow)."""
+    return getattr(adapters.get(adapter), "permalink", None)
+
+
+def plan_rows(cfg: config.Config, start: datetime, end: datetime,
+              db: str | Ledger) -> list[dict[str, Any]]:
+    """Every occurrence in [start, end) with its ledger status and outcome, if any."""
     occurrences = plan.expand(cfg, start, end)
     ledger = _ledger(db)
     rows: dict[str, Delivery] = {}
@@ -61,12 +111,66 @@ def plan_rows(cfg: config.Config, start: datetime, end: datetime, db: str) -> li
     return [
         {
             "local": _iso(o.local_due), "zone": o.local_due.tzname(),
-            "utc": _iso(o.due), "job": o.job_id, "part": o.part,
+            "utc": _iso(o.due), "job": o.job_id, "part": o.part, "kind": kind(o.key, o.part),
             "target": o.target, "text": o.text, "link": o.link, "image": o.image,
             "status": "draft" if o.draft else _status(rows.get(o.key), unhealthy), "key": o.key,
+            **_outcome(None if o.draft else rows.get(o.key), cfg),
         }
         for o in occurrences
     ]
+
+
+def timeline_rows(cfg: config.Config | None, start: datetime, end: datetime,
+                  db: str | Ledger) -> list[dict[str, Any]]:
+    """`plan_rows`, plus what the ledger holds in the window that the plan no longer has.
+
+    Those are the deliveries of an earlier jobs.yaml: cancelled ones, and the
+    outcomes of posts since removed or moved. Without a valid `cfg`, the ledger alone.
+    """
+    rows = plan_rows(cfg, start, end, db) if cfg is not None else []
+    ledger = _ledger(db)
+    if ledger is None:
+        return rows
+    planned = {r["key"] for r in rows}
+    unhealthy = _unhealthy(ledger, cfg)
+    for d in ledger.deliveries(dry_run=False, since=start, until=end):
+        if d.key not in planned:
+            local = d.due_at.astimezone(times.zone(d.tz))
+            rows.append({
+                "local": _iso(local), "zone": local.tzname(), "utc": _iso(d.due_at),
+                "job": d.job_id, "part": d.part, "kind": kind(d.key, d.part), "target": d.target,
+                "text": d.text, "link": d.link, "image": d.image, "status": _status(d, unhealthy),
+                "key": d.key, **_outcome(d, cfg),
+            })
+    rows.sort(key=lambda r: str(r["utc"]))
+    return rows
+
+
+def delivery_detail(db: str | Ledger, delivery_id: int,
+                    cfg: config.Config | None) -> dict[str, Any] | None:
+    """One delivery with every attempt (time, node, outcome, error), or None if there is none."""
+    ledger = _ledger(db)
+    if ledger is None:
+        return None
+    from .ledger import Delivery
+
+    with ledger.session() as s:
+        row = s.get(Delivery, delivery_id)
+    if row is None or row.dry_run:
+        return None
+    local = row.due_at.astimezone(times.zone(row.tz))
+    return {
+        "key": row.key, "job": row.job_id, "part": row.part, "kind": kind(row.key, row.part),
+        "target": row.target, "local": _iso(local), "zone": local.tzname(), "utc": _iso(row.due_at),
+        "deadline": _iso(row.deadline), "text": row.text, "link": row.link, "image": row.image,
+        "status": _status(row, _unhealthy(ledger, cfg)), **_outcome(row, cfg),
+        "history": [
+            {"number": a.number, "node": a.node, "started_at": _iso(a.started_at),
+             "finished_at": _iso(a.finished_at), "outcome": a.outcome, "error": a.error,
+             "lateness_ms": a.lateness_ms}
+            for a in ledger.attempts(delivery_id)
+        ],
+    }
 
 
 def plan_text(rows: list[dict[str, Any]], start: datetime, end: datetime) -> str:
@@ -81,7 +185,7 @@ def plan_text(rows: list[dict[str, Any]], start: datetime, end: datetime) -> str
     return "\n".join(lines)
 
 
-def history_rows(db: str, limit: int, dry_run: bool = False) -> list[dict[str, Any]]:
+def history_rows(db: str | Ledger, limit: int, dry_run: bool = False) -> list[dict[str, Any]]:
     """The newest deliveries in the ledger."""
     ledger = _ledger(db)
     if ledger is None:
@@ -114,7 +218,7 @@ def history_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def reload_rows(db: str, limit: int) -> list[dict[str, Any]]:
+def reload_rows(db: str | Ledger, limit: int) -> list[dict[str, Any]]:
     """The newest jobs.yaml reloads."""
     ledger = _ledger(db)
     if ledger is None:
@@ -174,50 +278,171 @@ def disk_note(config_path: str, db: str) -> list[str]:
     return [] if len(lines) == 2 and lines[1].endswith("is the running schedule") else lines
 
 
-STALE_AFTER = timedelta(seconds=30)  # a daemon whose heartbeat is older than this may be dead
-
-
 def alive(daemon: DaemonRow, now: datetime) -> bool:
-    """Whether a daemon's heartbeat is recent enough to count it as running."""
-    return now - daemon.heartbeat_at < STALE_AFTER
+    """The one rule for "running": a heartbeat within the last 30 s."""
+    return now - daemon.heartbeat_at <= STALE_AFTER
 
 
-def daemon_lines(ledger: Ledger, now: datetime) -> list[str]:
-    """Which daemons run on this ledger (where, since when, dry run or not); stale ones flagged."""
-    rows = ledger.daemons()
-    if not any(alive(d, now) for d in rows):
-        lines = ["daemon: NONE RUNNING on this ledger (nothing is being sent)"]
+def daemon_rows(ledger: Ledger, now: datetime) -> list[dict[str, Any]]:
+    """Every daemon that has used the ledger, running (`alive`) or stale."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        daemons = ledger.daemons()
+    except (OperationalError, ProgrammingError):  # a ledger from before heartbeats: none ran
+        return []
+    return [
+        {"node": d.node, "host": d.host, "pid": d.pid, "version": d.version, "dry_run": d.dry_run,
+         "started_at": _iso(d.started_at), "heartbeat_at": _iso(d.heartbeat_at),
+         "alive": alive(d, now), "config_digest": d.config_digest}
+        for d in daemons
+    ]
+
+
+@dataclass(frozen=True)
+class Disk:
+    """jobs.yaml as it is on disk now: its config if valid, else why not."""
+
+    path: str
+    digest: str | None
+    config: config.Config | None
+    problems: tuple[str, ...] = ()  # located errors, from parsing it or from the daemon's reload
+
+
+_parsed: dict[str, tuple[str, config.Config | ConfigError]] = {}  # path -> (digest, result)
+_parsed_lock = threading.Lock()
+
+
+def read_disk(config_path: str, db: str | Ledger | None) -> Disk:
+    """Read and validate jobs.yaml (missing variables allowed, as in `oyez plan`).
+
+    A file that parses but that the daemon refused (e.g. a variable missing in its
+    environment) carries the daemon's errors. The last parse is kept per path, so a
+    page polled every few seconds re-validates only when the file changes.
+    """
+    name = os.path.basename(config_path)
+    try:
+        raw = Path(config_path).read_bytes()
+    except OSError as exc:
+        return Disk(config_path, None, None, (f"{name}:0: cannot read: {exc.strerror}",))
+    digest = hashlib.sha256(raw).hexdigest()
+    with _parsed_lock:
+        cached = _parsed.get(config_path)
+    if cached is not None and cached[0] == digest:
+        parsed = cached[1]
     else:
-        lines = []
-    for d in rows:
-        ago = int((now - d.heartbeat_at).total_seconds())
-        what = (f"{d.node}: host {d.host}, pid {d.pid}, oyez {d.version}"
-                f"{', DRY RUN (sends nothing)' if d.dry_run else ''}, since "
-                f"{d.started_at:%Y-%m-%d %H:%M:%S}Z, last heartbeat {ago}s ago")
-        lines.append(f"daemon: running: {what}" if alive(d, now) else
-                     f"daemon: STALE (no heartbeat for {ago}s; it stopped without saying so, or "
-                     f"cannot reach the ledger): {what}")
-    return lines
+        try:
+            parsed = config.parse(raw, name=name, path=config_path, strict_env=False)
+        except ConfigError as exc:
+            parsed = exc
+        with _parsed_lock:
+            _parsed[config_path] = (digest, parsed)
+    if isinstance(parsed, ConfigError):
+        return Disk(config_path, digest, None, tuple(parsed.problems))
+    ledger = None if db is None else _ledger(db)
+    last = None if ledger is None else next(
+        (r for r in ledger.reloads(200) if r.digest == digest), None)
+    refused = () if last is None or last.ok else tuple((last.errors or "").splitlines())
+    return Disk(config_path, digest, parsed, refused)
 
 
-def status_text(config_path: str, db: str) -> str:
-    """Is a daemon running? Is the file on disk what it runs? Which targets are unhealthy? What is open?"""
+def _recent_failures(ledger: Ledger, now: datetime) -> Counter[str]:
+    """Deliveries that failed or were missed in the last 24 h, by status."""
+    from sqlmodel import col, select
+
+    from .ledger import Delivery
+
+    with ledger.session() as s:
+        return Counter(s.exec(select(Delivery.status).where(
+            Delivery.dry_run == False,  # noqa: E712 (SQL, not Python)
+            col(Delivery.status).in_(("failed", "missed")),
+            col(Delivery.updated_at) >= now - RECENT)).all())
+
+
+def attention(config_path: str, db: str | Ledger, now: datetime) -> list[str]:
+    """Why someone should look, or [] when all is well.
+
+    The one set of rules behind `oyez status`'s exit status and /healthz: no
+    daemon heartbeat for 30 s, the file on disk invalid, a target unhealthy, a
+    delivery failed or missed in the last 24 h. Reasons never carry post text.
+    """
     ledger = _ledger(db)
     if ledger is None:
+        return ["no ledger yet: no daemon has run on this database"]
+    reasons = []
+    running = [d for d in daemon_rows(ledger, now) if d["alive"]]
+    if not running:
+        reasons.append(f"no daemon heartbeat in the last {STALE_AFTER.seconds} s")
+    elif all(d["dry_run"] for d in running):
+        reasons.append("only dry-run daemons are running: nothing is being published")
+    disk = read_disk(config_path, ledger)
+    if disk.problems:
+        reasons.append(f"{config_path} on disk is invalid ({_n(len(disk.problems), 'problem')})")
+    reasons += [f"target {name} is unhealthy: its credentials were refused"
+                for name in sorted(_unhealthy(ledger, disk.config))]
+    reasons += [f"{_n(n, 'delivery', 'deliveries')} {outcome} in the last 24 h"
+                for outcome, n in sorted(_recent_failures(ledger, now).items())]
+    return reasons
+
+
+def _n(count: int, noun: str, plural: str | None = None) -> str:
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def status(config_path: str, db: str | Ledger, now: datetime) -> dict[str, Any]:
+    """Everything `oyez status` and the status page show, from one reading."""
+    from .ledger import safe_url
+
+    ledger = _ledger(db)
+    if ledger is None:
+        return {"ledger": None, "attention": attention(config_path, db, now)}
+    disk = read_disk(config_path, ledger)
+    refused = ledger.unhealthy()
+    unhealthy = _unhealthy(ledger, disk.config)  # a refusal of settings since changed is over
+    names = sorted(set(disk.config.targets if disk.config else ()) | unhealthy)
+    return {
+        "ledger": safe_url(ledger.url),
+        "attention": attention(config_path, ledger, now),
+        "daemons": daemon_rows(ledger, now),
+        "schedule": running_vs_disk(config_path, ledger),
+        "problems": list(disk.problems),
+        "targets": [
+            {"name": name, "healthy": name not in unhealthy,
+             "since": _iso(refused[name].since) if name in unhealthy else None,
+             "reason": refused[name].reason if name in unhealthy else None}
+            for name in names
+        ],
+        "counts": dict(sorted(Counter(d.status for d in ledger.deliveries(dry_run=False)).items())),
+        "reloads": reload_rows(ledger, 20),
+    }
+
+
+def status_text(report: dict[str, Any], db: str) -> str:
+    """Human-readable `status`."""
+    if report["ledger"] is None:
         return f"no ledger at {db}: the daemon has not run here yet"
-    lines = [*daemon_lines(ledger, clock.now()), *running_vs_disk(config_path, ledger)]
-    for name, health in sorted(ledger.unhealthy().items()):
-        lines.append(f"target {name}: UNHEALTHY since {health.since:%Y-%m-%d %H:%M}Z: "
-                     f"{health.reason}")
-    counts = Counter(d.status for d in ledger.deliveries(dry_run=False))
-    lines.append("deliveries: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    daemons = report["daemons"]
+    lines = [] if any(d["alive"] for d in daemons) else [
+        "daemon: NONE RUNNING on this ledger (nothing is being sent)"]
+    for d in daemons:
+        what = (f"{d['node']}: host {d['host']}, pid {d['pid']}, oyez {d['version']}"
+                f"{', DRY RUN (sends nothing)' if d['dry_run'] else ''}, since "
+                f"{d['started_at'][:19]}Z, last heartbeat {d['heartbeat_age_s']}s ago")
+        lines.append(f"daemon: running: {what}" if d["alive"] else
+                     f"daemon: STALE (no heartbeat for {d['heartbeat_age_s']}s; it stopped without "
+                     f"saying so, or cannot reach the ledger): {what}")
+    lines += report["schedule"]
+    lines += [f"target {t['name']}: UNHEALTHY since {t['since'][:16]}Z: {t['reason']}"
+              for t in report["targets"] if not t["healthy"]]
+    lines.append("deliveries: " + (", ".join(f"{n} {s}" for s, n in report["counts"].items())
                                    or "none"))
+    lines += [f"needs attention: {reason}" for reason in report["attention"]] or ["all is well"]
     return "\n".join(lines)
 
 
 def diff_text(cfg: config.Config, db: str) -> str:
     """What the daemon would do if `cfg` replaced the running file now."""
-    ledger = _ledger(db)
+    ledger = _ledger(db)  # the preview only reads
     now = clock.now()
     start, end = plan.ledger_window(cfg, now, Settings.from_env().horizon)
     occurrences = {o.key: o for o in plan.expand(cfg, start, end)}

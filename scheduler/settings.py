@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError
 
@@ -23,6 +23,7 @@ ENV_NAMES = {
     "lease_seconds": "OYEZ_LEASE_SECONDS",
     "horizon_days": "OYEZ_HORIZON_DAYS",
     "busy_seconds": "OYEZ_DB_BUSY_SECONDS",
+    "web_token": "OYEZ_WEB_TOKEN",
 }
 
 
@@ -42,6 +43,7 @@ class Settings(BaseModel):
     lease_seconds: float = Field(default=300.0, gt=0)
     horizon_days: float = Field(default=7.0, gt=0)
     busy_seconds: float = Field(default=30.0, gt=0, le=3600)
+    web_token: SecretStr | None = Field(default=None, min_length=16)  # asked for by the web page
 
     @property
     def lease(self) -> timedelta:

@@ -27,7 +27,8 @@ def test_every_command_has_help_text() -> None:
     parser = cli._parser()
     [sub] = [a for a in parser._actions if a.dest == "command"]
     commands = sub.choices  # type: ignore[attr-defined]
-    assert set(commands) == {"validate", "plan", "run", "history", "status", "diff", "check", "db"}
+    assert set(commands) == {"validate", "plan", "run", "history", "status", "diff", "check", "db", "web",
+                             "export-ics"}
     for name, command in commands.items():
         assert command.description, name
         for action in command._actions:

@@ -110,7 +110,7 @@ def test_a_fleet_of_three_on_postgresql_survives_losing_members(graph: FakeGraph
     messages = Counter(p.message for p in graph.posts)
     assert sorted(messages) == sorted(f"fleet post {i}" for i in range(300)), seed
     assert max(messages.values()) == 1, f"double posts (seed {seed}): {messages.most_common(3)}"
-    ledger = Ledger(daemon.db, upgrade=False)
+    ledger = Ledger(daemon.db, readonly=True)
     try:
         with ledger.session() as s:
             attempts = list(s.exec(select(Attempt)))

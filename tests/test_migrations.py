@@ -56,7 +56,7 @@ def test_a_0_1_0_ledger_upgrades_in_place_keeping_every_row(tmp_path: Path) -> N
         assert migrations.current(conn) == migrations.head()
     ledger.engine.dispose()
     assert dump(db) == before
-    ledger = Ledger(f"sqlite:///{db}", upgrade=False)  # and the code reads it
+    ledger = Ledger(f"sqlite:///{db}", readonly=True)  # and the code reads it
     assert {d.status for d in ledger.deliveries(dry_run=False)} == {row[9] for row in before["delivery"]}
     assert len(ledger.attempts(1)) + len(ledger.reloads()) > 0
     ledger.engine.dispose()
@@ -103,7 +103,7 @@ def test_daemons_starting_together_migrate_once(ledger_url: str, tmp_path: Path)
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     said = [out for out, _ in outs]
     assert sum("upgraded from" in s for s in said) == 1 and sum("already the newest" in s for s in said) == 2
-    ledger = Ledger(ledger_url, upgrade=False)
+    ledger = Ledger(ledger_url, readonly=True)
     with ledger.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     ledger.engine.dispose()

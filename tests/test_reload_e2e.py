@@ -80,15 +80,17 @@ def test_broken_saves_keep_the_last_good_schedule(graph: FakeGraph, daemon: Daem
         assert daemon.proc is not None and daemon.proc.poll() is None
     posts = graph.wait_for_posts(6, timeout=20)
     assert sorted(p.message for p in posts) == [f"p{i} message" for i in range(6)]
-    status = daemon.cli("status", "-c", str(daemon.jobs)).stdout
-    assert "is NOT running: invalid since" in status
+    result = daemon.cli("status", "-c", str(daemon.jobs), check=False)
+    assert result.returncode == 1  # needs attention
+    assert "is NOT running: invalid since" in result.stdout
+    assert "jobs.yaml on disk is invalid" in result.stdout
     plan = daemon.cli("plan", "-c", str(daemon.jobs), check=False)
     assert plan.returncode == 1 and "is NOT running: invalid since" in plan.stderr
     assert daemon.log().count("still running the last good schedule") == len(broken)
     assert set(status_of(daemon, "p0") + status_of(daemon, "p5")) == {"sent"}
     daemon.write(good + post("later", soon(4), "the next valid save"))
     assert graph.wait_for_posts(7, timeout=15)[-1].message == "the next valid save"
-    assert "is the running schedule" in daemon.cli("status", "-c", str(daemon.jobs)).stdout
+    assert "is the running schedule" in daemon.cli("status", "-c", str(daemon.jobs), check=False).stdout
     assert daemon.stop() == 0
 
 
