@@ -294,7 +294,8 @@ def daemon_rows(ledger: Ledger, now: datetime) -> list[dict[str, Any]]:
     return [
         {"node": d.node, "host": d.host, "pid": d.pid, "version": d.version, "dry_run": d.dry_run,
          "started_at": _iso(d.started_at), "heartbeat_at": _iso(d.heartbeat_at),
-         "alive": alive(d, now), "config_digest": d.config_digest}
+         "alive": alive(d, now), "config_digest": d.config_digest,
+         "heartbeat_age_s": int((now - d.heartbeat_at).total_seconds())}
         for d in daemons
     ]
 

@@ -32,6 +32,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .. import clock, ics, report
 from ..config import Config
+from ..errors import OyezError
 from . import metrics, timeline
 
 if TYPE_CHECKING:
@@ -104,6 +105,10 @@ class App:
         try:
             resp = self.respond(method, path, environ.get("QUERY_STRING", ""),
                                 environ.get("HTTP_AUTHORIZATION", ""))
+        except OyezError as exc:  # e.g. a ledger whose schema the daemon has not upgraded yet
+            resp = (Response(503, json.dumps({"ok": False, "reasons": [str(exc)]}).encode() + b"\n",
+                             "application/json") if path == "/healthz" else
+                    Response(503, f"{exc}\n".encode(), TEXT))
         except Exception:  # one bad page must not take the server (or the daemon) down
             log.exception("the page failed on %s %s", method, path)
             resp = Response(500, b"internal error: the oyez log says what happened\n", TEXT)
