@@ -60,6 +60,7 @@ class Adapter(Protocol):
     """One network account (a Facebook Page, a Mastodon account, ...)."""
 
     Settings: ClassVar[type[AdapterSettings]]
+    max_chars: ClassVar[int | None]  # the longest message the network takes; None: no limit known
 
     def __init__(self, settings: AdapterSettings, http: requests.Session) -> None: ...
 

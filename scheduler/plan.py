@@ -9,6 +9,8 @@ impossible:
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -62,7 +64,8 @@ def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
     else:
         assert post.cron is not None
         stop = min(end, post.until) if post.until else end
-        dues = [(t, _stamp(t)) for t in times.fire_times(post.cron, start, stop)]
+        begin = max(start, post.start) if post.start else start
+        dues = [(t, _stamp(t)) for t in times.fire_times(post.cron, begin, stop)]
     return [
         Occurrence(
             key=f"post:{post.id}:{target}" if stamp is None else f"cron:{post.id}:{target}:{stamp}",
@@ -78,9 +81,9 @@ def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
 def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
     parts: list[tuple[str, datetime, datetime, str]] = [
         # a reminder is never sent at or after the start
-        (r.part, event.starts - r.before, min(event.starts - r.before + event.grace, event.starts),
-         r.message)
+        (r.part, due, min(due + event.grace, event.starts), r.message)
         for r in event.reminders
+        for due in [r.due(event.starts, event.tz)]
     ]
     if event.on_start is not None:  # "we're live" is pointless once the event has ended
         parts.append(("start", event.starts, min(event.starts + event.grace, event.ends),
@@ -93,7 +96,7 @@ def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
         Occurrence(
             key=f"live:{event.id}:{part}:{stamp}:{target}", job_id=event.id, part=part,
             target=target, due=due, deadline=deadline, text=templates.render(template, values),
-            link=event.link, image=None, draft=event.draft, tz_name=event.tz.key,
+            link=event.link, image=event.image, draft=event.draft, tz_name=event.tz.key,
         )
         for part, due, deadline, template in parts
         if start <= due < end
@@ -109,3 +112,69 @@ def ledger_window(config: Config, now: datetime, ahead: timedelta) -> tuple[date
     """
     back = max([LOOKBACK, *(p.grace for p in config.posts), *(e.grace for e in config.live_events)])
     return now - back, now + ahead
+
+
+def upcoming(config: Config, now: datetime, count: int) -> list[Occurrence]:
+    """The first `count` occurrences from `now` on, however far ahead (drafts left out).
+
+    Cheap whatever the rules: each recurring post contributes its next `count`
+    fires only, not a window's worth.
+    """
+    found: list[Occurrence] = []
+    for post in config.posts:
+        if post.cron is not None and not post.draft:
+            dues = itertools.islice(_fires(post, now), count)
+            found.extend(o for due in dues for o in _post(post, due, due + _TICK))
+    horizon = datetime.max.replace(tzinfo=UTC)
+    found.extend(o for o in _finite(config, now, horizon) if not o.draft)
+    found.sort(key=lambda o: o.due)
+    return found[:count]
+
+
+@dataclass(frozen=True)
+class Beyond:
+    """What lies after a window: how many occurrences (at most `cap`), the first, endless rules."""
+
+    count: int
+    capped: bool
+    first: Occurrence | None
+    endless: tuple[str, ...]  # ids of recurring posts without `until`
+
+
+def beyond(config: Config, end: datetime, cap: int = 10_000) -> Beyond:
+    """Count the occurrences due at or after `end` (drafts left out)."""
+    later = [o for o in _finite(config, end, datetime.max.replace(tzinfo=UTC)) if not o.draft]
+    endless = []
+    for post in config.posts:
+        if post.cron is None or post.draft:
+            continue
+        if post.until is None:
+            endless.append(post.id)
+        later.extend(o for due in itertools.islice(_fires(post, end), cap + 1)
+                     for o in _post(post, due, due + _TICK))
+    later.sort(key=lambda o: o.due)
+    return Beyond(min(len(later), cap), len(later) > cap, later[0] if later else None,
+                  tuple(endless))
+
+
+def past_one_offs(config: Config, now: datetime) -> list[Post]:
+    """One-off posts (not drafts) whose window has closed: they will not be sent now."""
+    return [p for p in config.posts if p.at is not None and not p.draft and p.at + p.grace <= now]
+
+
+_TICK = timedelta(microseconds=1)
+
+
+def _finite(config: Config, start: datetime, end: datetime) -> list[Occurrence]:
+    """Occurrences of one-off posts and live events in [start, end)."""
+    found = [o for post in config.posts if post.at is not None for o in _post(post, start, end)]
+    found += [o for event in config.live_events for o in _live(event, start, end)]
+    return found
+
+
+def _fires(post: Post, start: datetime) -> Iterator[datetime]:
+    """A recurring post's fire times from `start` on, within its from/until."""
+    assert post.cron is not None
+    fires = times.fires(post.cron, max(start, post.start) if post.start else start)
+    until = post.until
+    return fires if until is None else itertools.takewhile(lambda t: t < until, fires)

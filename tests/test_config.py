@@ -78,7 +78,7 @@ ERRORS = [
                  "unknown time zone 'Mars/Olympus'", id="unknown-time-zone"),
     pytest.param(HEAD + post(at=T, targets="[page, nope]", message="hi"), 10, "unknown target 'nope'",
                  id="unknown-target"),
-    pytest.param(head("myspace") + NONE, 4, "unknown adapter 'myspace' (known: facebook_page)",
+    pytest.param(head("myspace") + NONE, 4, "unknown adapter 'myspace' (known adapters: facebook_page)",
                  id="unknown-adapter"),
     pytest.param(HEAD + event(on_start="'hi {nope}'"), 12, "unknown template field {nope}",
                  id="unknown-template-field"),
@@ -199,7 +199,7 @@ def test_env_variables_are_not_expanded_outside_targets() -> None:
 
 
 TWO_TARGETS = head("facebook_page", "  other:", "    adapter: facebook_page", "    page_id: '2'",
-                   "    access_token: other-token")  # lines 1-10
+                   "    access_token: ${FB_PAGE_ACCESS_TOKEN}")  # lines 1-10
 
 
 @pytest.mark.parametrize(("text", "targets"), [
