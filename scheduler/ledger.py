@@ -141,6 +141,7 @@ class SyncResult:
     active: list[Delivery] = field(default_factory=list)
     resend_refused: list[str] = field(default_factory=list)
     kept_text: list[str] = field(default_factory=list)
+    before: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # key: old (due, text)
 
 
 _CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image")
@@ -206,7 +207,9 @@ class Ledger:
     def _sync(self, wanted: dict[str, Occurrence], until: datetime, *, dry_run: bool, now: datetime,
               preview: bool) -> SyncResult:
         result = SyncResult()
-        with self.writing() as s:
+        # a preview only reads (a snapshot in WAL): it must never hold up a daemon's writes
+        with self.session() if preview else self.writing() as s:
+            s.autoflush = not preview
             rows: dict[str, Delivery] = {}
             active = s.exec(select(Delivery).where(Delivery.dry_run == dry_run,
                                                    col(Delivery.status).in_((*ACTIVE, "sending"))))
@@ -241,6 +244,7 @@ class Ledger:
                         row.attempts, row.error, row.next_attempt_at = 0, None, None
                     else:
                         continue
+                    result.before[key] = (row.due_at, row.text)
                     for k, v in content.items():
                         setattr(row, k, v)
                     row.status = row.status if row.status in ACTIVE else "pending"
@@ -383,11 +387,16 @@ class Ledger:
                 s.delete(health)
                 s.commit()
 
-    def deliveries(self, *, dry_run: bool, limit: int | None = None,
+    def deliveries(self, *, dry_run: bool | None, limit: int | None = None,
                    since: datetime | None = None, until: datetime | None = None) -> Sequence[Delivery]:
-        """Deliveries, newest due first, optionally only those due in [since, until)."""
+        """Deliveries, newest due first, optionally only those due in [since, until).
+
+        `dry_run=None` returns real and dry-run deliveries alike.
+        """
         with self.session() as s:
-            query = select(Delivery).where(Delivery.dry_run == dry_run)
+            query = select(Delivery)
+            if dry_run is not None:
+                query = query.where(Delivery.dry_run == dry_run)
             if since is not None:
                 query = query.where(col(Delivery.due_at) >= since)
             if until is not None:

@@ -178,3 +178,33 @@ def _fires(post: Post, start: datetime) -> Iterator[datetime]:
     fires = times.fires(post.cron, max(start, post.start) if post.start else start)
     until = post.until
     return fires if until is None else itertools.takewhile(lambda t: t < until, fires)
+
+
+Pair = tuple[Occurrence | None, Occurrence | None]
+RulePair = tuple[Post | None, Post | None]
+
+
+def compare(old: Config, new: Config, start: datetime) -> tuple[list[Pair], list[RulePair]]:
+    """How `new` differs from `old` from `start` on, however far ahead (drafts left out).
+
+    Returns (old, new) pairs of one-off and live-event occurrences, by due time,
+    and of recurring posts by id, which are compared as rules since they may
+    never end; None on one side means added or removed.
+    """
+    end = datetime.max.replace(tzinfo=UTC)
+    before = {o.key: o for o in _finite(old, start, end) if not o.draft}
+    after = {o.key: o for o in _finite(new, start, end) if not o.draft}
+    pairs = [(before.get(k), after.get(k)) for k in before.keys() | after.keys()]
+    pairs = [(a, b) for a, b in pairs if a is None or b is None or _seen(a) != _seen(b)]
+    pairs.sort(key=lambda pair: min(o.due for o in pair if o is not None))
+    rules_before = {p.id: p for p in old.posts if p.cron is not None and not p.draft}
+    rules_after = {p.id: p for p in new.posts if p.cron is not None and not p.draft}
+    rules = [(rules_before.get(i), rules_after.get(i))
+             for i in sorted(rules_before.keys() | rules_after.keys())
+             if rules_before.get(i) != rules_after.get(i)]
+    return pairs, rules
+
+
+def _seen(o: Occurrence) -> tuple[object, ...]:
+    """What a reader of the page would notice changing."""
+    return (o.due, o.text, o.link, o.image, o.deadline)
