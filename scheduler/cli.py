@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("validate", "Check jobs.yaml and print a one-line summary.")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="jobs files to check instead of -c (as a pre-commit hook passes them)")
     p.add_argument("--strict", action="store_true",
                    help="also require every ${VAR} to be set (on the server); else a note")
     p.set_defaults(func=cmd_validate)
@@ -116,15 +118,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config, strict_env=args.strict)
-    now = clock.now()
-    count = len([o for o in plan.expand(cfg, now, now + timedelta(days=30)) if not o.draft])
-    print(f"{args.config}: OK: {_n(len(cfg.targets), 'target')}, {_n(len(cfg.posts), 'post')}, "
-          f"{_n(len(cfg.live_events), 'live event')}, "
-          f"{_n(count, 'occurrence')} in the next 30 days")
-    for line in [*cfg.warnings, *report.past_notes(cfg, now, _settings(args).db)]:
-        print(f"note: {line}", file=sys.stderr)
-    return 0
+    failed = 0
+    for path in args.files or [args.config]:
+        try:
+            cfg = config.load(path, strict_env=args.strict)
+        except ConfigError as exc:
+            print("\n".join(exc.problems), file=sys.stderr)
+            failed = 1
+            continue
+        now = clock.now()
+        count = len([o for o in plan.expand(cfg, now, now + timedelta(days=30)) if not o.draft])
+        print(f"{path}: OK: {_n(len(cfg.targets), 'target')}, {_n(len(cfg.posts), 'post')}, "
+              f"{_n(len(cfg.live_events), 'live event')}, "
+              f"{_n(count, 'occurrence')} in the next 30 days")
+        for line in [*cfg.warnings, *report.past_notes(cfg, now, _settings(args).db)]:
+            print(f"note: {line}", file=sys.stderr)
+    return failed
 
 
 def _n(count: int, noun: str) -> str:

@@ -428,7 +428,8 @@ class _Builder:
             if self.strict_env:
                 self.fail(path, f"environment variable {var} {state} (set it or add it to .env)")
             else:
-                self.warn(path, f"environment variable {var} {state}")
+                self.warn(path, f"environment variable {var} {state} (needed to send; fine for a review "
+                          "or a dry run)")
             return match.group(0)
 
         return _ENV_VAR.sub(lookup, value)

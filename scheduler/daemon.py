@@ -27,7 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from adapters import http as web
 
-from . import clock, config, entry, plan, times
+from . import clock, config, entry, plan, report, times
 from .delivery import Publisher
 from .errors import ConfigError
 from .ledger import Delivery, Ledger, Reload, SyncResult, safe_url
@@ -86,6 +86,8 @@ class Daemon:
         self.scheduler.start(paused=True)
         try:
             self.apply(first, reason="start")
+            for line in report.upcoming_lines(first, clock.now()):  # what this run will do
+                log.info("%s", line)
             self.sweep(starting=True)
             self.scheduler.add_job(self.sweep, "interval", seconds=self.settings.sweep_seconds,
                                    id="sweep", executor="maintenance")
@@ -128,7 +130,7 @@ class Daemon:
         try:
             if raw is None:
                 return config.load(self.path, strict_env=not self.dry_run)
-            return config.parse(raw, name=self.path.name, path=str(self.path),
+            return config.parse(raw, name=str(self.path), path=str(self.path),
                                 strict_env=not self.dry_run)
         except ConfigError as exc:
             return exc

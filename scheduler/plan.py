@@ -114,16 +114,16 @@ def ledger_window(config: Config, now: datetime, ahead: timedelta) -> tuple[date
     return now - back, now + ahead
 
 
-def upcoming(config: Config, now: datetime, count: int) -> list[Occurrence]:
+def upcoming(config: Config, now: datetime, count: int, per_rule: int | None = None) -> list[Occurrence]:
     """The first `count` occurrences from `now` on, however far ahead (drafts left out).
 
-    Cheap whatever the rules: each recurring post contributes its next `count`
-    fires only, not a window's worth.
+    Each recurring post contributes at most its next `per_rule` fires (default
+    `count`), so this is cheap whatever the rules.
     """
     found: list[Occurrence] = []
     for post in config.posts:
         if post.cron is not None and not post.draft:
-            dues = itertools.islice(_fires(post, now), count)
+            dues = itertools.islice(_fires(post, now), per_rule or count)
             found.extend(o for due in dues for o in _post(post, due, due + _TICK))
     horizon = datetime.max.replace(tzinfo=UTC)
     found.extend(o for o in _finite(config, now, horizon) if not o.draft)

@@ -103,6 +103,25 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def upcoming_lines(cfg: config.Config, now: datetime, count: int = 8) -> list[str]:
+    """A short plan for the start of `oyez run`: the next posts, local time and text.
+
+    A recurring post shows only its next time, so one weekly rule cannot hide
+    the live chat next month.
+    """
+    coming = plan.upcoming(cfg, now, count, per_rule=1)
+    if not coming:
+        return ["coming up: nothing (every post in the file is in the past or a draft)"]
+    rules = {p.id: p.cron_text for p in cfg.posts if p.cron_text}
+    lines = [f"coming up (the next {_n(len(coming), 'post')}; `oyez plan` lists them all):"]
+    for o in coming:
+        part = "" if o.part == "post" else f" {o.part}"
+        repeats = f" (repeats: {rules[o.job_id]})" if o.job_id in rules else ""
+        lines.append(f"  {_local(o.due, o.tz_name)}  {o.job_id}{part} -> {o.target}{repeats}: "
+                     f"{_short(o.text, 60)}")
+    return lines
+
+
 def past_notes(cfg: config.Config, now: datetime, db: str) -> list[str]:
     """One-off posts whose time has passed and that never went out: they will not be sent."""
     past = plan.past_one_offs(cfg, now)

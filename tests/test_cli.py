@@ -91,7 +91,7 @@ def test_plan_json_lists_occurrences_with_status(tmp_path: Path) -> None:
     ]
     start = rows[3]
     assert (start["local"], start["utc"]) == ("2027-01-14T18:00:00+00:00", "2027-01-14T18:00:00+00:00")
-    assert rows[1]["text"].startswith("Facebook live chat on hate crime: Thursday 6PM.")
+    assert rows[1]["text"].startswith("Facebook live chat on hate crime: Thursday 6pm.")
     assert {r["status"] for r in rows} == {"not yet in ledger"}
     assert not (tmp_path / "oyez.db").exists()  # looking does not create a database
     assert "EAAB-SECRET-CANARY" not in result.stdout + result.stderr
