@@ -70,7 +70,7 @@ class Document:
         "Join us": hashtags vanish without a word unless someone says so.
         """
         node = self._walk(path)[0]
-        if not isinstance(node, yaml.ScalarNode) or node.style is not None:
+        if not isinstance(node, yaml.ScalarNode) or node.style:  # plain: None, or "" from libyaml
             return False
         end = node.end_mark.index
         stop = self.text.find("\n", end)
