@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import update
 from conftest import TOKEN, occurrence
+from sqlalchemy import update
 
 from scheduler import cli, config, plan
 from scheduler.ledger import Delivery, Ledger
@@ -248,12 +248,12 @@ def test_diff_speaks_local_times_names_and_old_to_new_text(tmp_path: Path) -> No
     (tmp_path / "new.yaml").write_text(posts_file("Lock your bike", chat_day + timedelta(days=1)))
     diff = oyez("diff", "-c", "new.yaml", cwd=tmp_path, env=ENV)
     assert diff.returncode == 0, diff.stderr
-    tz = "GMT" if chat_day.astimezone(config.times.zone("Europe/London")).utcoffset() == timedelta(0) else "BST"
+    tz = f"{chat_day.astimezone(config.times.zone('Europe/London')):%Z}"
     lines = diff.stdout.splitlines()
     assert "key" not in diff.stdout and "Z " not in diff.stdout
-    assert any(re.fullmatch(rf"\+ \w\w\w .* {tz}  chat start -> police-page: \"We're live\"", ln) for ln in lines)
-    assert any(re.fullmatch(rf"- \w\w\w .* {tz}  chat start -> police-page: \"We're live\"  \(cancelled\)", ln)
-               for ln in lines)
+    start = rf"\w\w\w .* {tz}  chat start -> police-page: \"We're live\""
+    assert any(re.fullmatch(rf"\+ {start}", ln) for ln in lines)
+    assert any(re.fullmatch(rf"- {start}  \(cancelled\)", ln) for ln in lines)
     assert any(re.fullmatch(r"- .*  gone -> police-page: 'bye'  \(cancelled\)", ln) for ln in lines)
     assert any(re.fullmatch(r"~ .*  tip -> police-page", ln) for ln in lines)
     assert "    text: 'Lock your car' -> 'Lock your bike'" in lines
@@ -336,3 +336,10 @@ def test_a_preview_sync_does_not_wait_for_a_writer(ledger: Ledger) -> None:
         holder.join(10)
     assert preview.changed == ["post:a:page"] and preview.before["post:a:page"][1] == "hello"
     assert took < 20
+
+
+def test_the_readme_example_is_a_valid_jobs_file() -> None:
+    [example] = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    cfg = config.parse(example.encode(), env=ENV)
+    assert cfg.live_events[0].image and cfg.posts[1].start is not None
+    assert cfg.warnings == ()
