@@ -14,22 +14,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TOKEN, occurrence
+from conftest import SAMPLE_ENV as ENV
+from conftest import SAMPLE_HEAD as HEAD
+from conftest import occurrence
 from sqlalchemy import update
 
 from scheduler import cli, config, plan
 from scheduler.ledger import Delivery, Ledger
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {"FB_PAGE_ID": "123", "FB_PAGE_ACCESS_TOKEN": TOKEN}
-HEAD = """\
-timezone: Europe/London
-targets:
-  police-page:
-    adapter: facebook_page
-    page_id: ${FB_PAGE_ID}
-    access_token: ${FB_PAGE_ACCESS_TOKEN}
-"""
 
 
 def oyez(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -5,21 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from conftest import SAMPLE_ENV as ENV
+from conftest import SAMPLE_HEAD as HEAD
 from conftest import TOKEN
 
 from adapters.facebook import FacebookPage
 from scheduler import config, plan, templates
 from scheduler.errors import ConfigError
-
-ENV = {"FB_PAGE_ID": "1234567890", "FB_PAGE_ACCESS_TOKEN": TOKEN}
-HEAD = """\
-timezone: Europe/London
-targets:
-  police-page:
-    adapter: facebook_page
-    page_id: ${FB_PAGE_ID}
-    access_token: ${FB_PAGE_ACCESS_TOKEN}
-"""  # lines 1-6
 
 
 def parse(text: str, env: dict[str, str] = ENV) -> config.Config:
