@@ -304,7 +304,7 @@ class _Builder:
         self.strict_env = strict_env
         self.problems: list[str] = []
         self.warnings: list[str] = []
-        self.targets: dict[str, Target] = {}
+        self.limits: dict[str, tuple[str, int | None]] = {}  # target: (adapter, max_chars)
 
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
@@ -330,7 +330,6 @@ class _Builder:
             target_spec = self.validate(_TargetSpec, raw, ("targets", name))
             if target_spec is not None and (target := self.target(name, target_spec)) is not None:
                 targets[name] = target
-        self.targets = targets
         if not spec.targets:
             self.fail(("targets",), "at least one target is required")
         seen: dict[str, yamlfile.Path] = {}
@@ -412,6 +411,7 @@ class _Builder:
         for value in settings.__dict__.values():
             if isinstance(value, SecretStr):
                 secrets.register(value.get_secret_value())
+        self.limits[name] = (spec.adapter, getattr(adapter, "max_chars", None))
         return Target(name, spec.adapter, settings, fingerprint[:16])
 
     def expand(self, value: Any, path: yamlfile.Path, expanded: dict[str, str]) -> Any:
@@ -475,12 +475,9 @@ class _Builder:
             self.fail(path, f"{path[-1]}: the text after \" #\" is dropped (YAML reads it as a "
                       "comment, e.g. hashtags): put the whole text in double quotes \"...\"")
         for name in targets:
-            target = self.targets.get(name)
-            if target is None:
-                continue
-            limit = getattr(adapters.get(target.adapter), "max_chars", None)
+            adapter, limit = self.limits.get(name, ("", None))
             if limit is not None and len(text) > limit:
-                self.fail(path, f"{path[-1]}: {len(text):,} characters is over {target.adapter}'s "
+                self.fail(path, f"{path[-1]}: {len(text):,} characters is over {adapter}'s "
                           f"limit of {limit:,} (target {name})")
 
     def post(self, spec: _PostSpec, path: yamlfile.Path, default_tz: ZoneInfo,

@@ -262,25 +262,26 @@ def diff_text(cfg: config.Config, db: str, horizon: timedelta,
     start, end = plan.ledger_window(cfg, now, horizon)
     ledger = _ledger(db)
     lines: list[str] = []
-    if ledger is None:
-        lines += [_change("+", o.due, o, o.text) for o in plan.expand(cfg, start, end) if not o.draft]
+    old: config.Config | None
+    if ledger is None:  # nothing has run here: all of it is new, unless compared with a file
+        since, old = start, against or _EMPTY
     else:
         lines += _ledger_diff(cfg, ledger, start, end, now)
-    old = against or _running_config(cfg, ledger)
-    if old is None and ledger is not None:
+        since, old = end, against or _running_config(cfg, ledger)
+    if old is None:
         lines.append(f"after {_local(end, cfg.timezone)}: not compared (the daemon schedules "
                      f"{horizon.days} days ahead and the file it runs has changed on disk; "
                      "compare with a copy of it: oyez diff --against OLD.yaml)")
-    else:
-        pairs, rules = plan.compare(old or _EMPTY, cfg, end)
-        for before, after in pairs:
-            if after is None:
-                assert before is not None
-                lines.append(_change("-", before.due, before, before.text) + "  (removed)")
-            else:
-                lines.append(_change("~" if before else "+", after.due, after, after.text,
-                                     before.due if before else None, before.text if before else None))
-        lines += [_rule_change(a, b, end) for a, b in rules]
+        return "\n".join(lines)
+    pairs, rules = plan.compare(old, cfg, since)
+    for before, after in pairs:
+        if after is None:
+            assert before is not None
+            lines.append(_change("-", before.due, before, before.text) + "  (removed)")
+        else:
+            lines.append(_change("~" if before else "+", after.due, after, after.text,
+                                 before.due if before else None, before.text if before else None))
+    lines += [_rule_change(a, b, max(since, now)) for a, b in rules]
     return "\n".join(lines) or "no changes"
 
 
@@ -346,8 +347,10 @@ def _short(text: str, width: int = 70) -> str:
 
 
 def _running_config(cfg: config.Config, ledger: Ledger | None) -> config.Config | None:
-    """The file the daemon runs, if it is another file than `cfg` and unchanged since loaded."""
+    """The file the daemon runs, if still on disk as loaded (`cfg` itself if it is that file)."""
     good = next((r for r in ledger.reloads(200) if r.ok), None) if ledger else None
+    if good is not None and good.digest == cfg.digest:
+        return cfg
     if good is None or os.path.abspath(good.path) == os.path.abspath(cfg.path):
         return None
     try:

@@ -336,3 +336,15 @@ def test_the_readme_example_is_a_valid_jobs_file() -> None:
     cfg = config.parse(example.encode(), env=ENV)
     assert cfg.live_events[0].image and cfg.posts[1].start is not None
     assert cfg.warnings == ()
+
+
+def test_diff_without_a_ledger_shows_the_whole_file_as_new(tmp_path: Path) -> None:
+    diff = oyez("diff", "-c", str(ROOT / "jobs.yaml"), cwd=tmp_path, env=ENV)
+    assert diff.returncode == 0, diff.stderr
+    lines = diff.stdout.splitlines()
+    assert any(ln.startswith("+ Tue 2027-01-12 07:49 GMT  live-chat-announce -> police-page: 'Police")
+               for ln in lines)
+    assert any(ln.startswith("+ Thu 2027-01-14 18:00 GMT  hate-crime-live-chat start -> police-page:")
+               for ln in lines)
+    assert any(ln.startswith("+ weekly-safety-tip (0 9 * * MON) added, after ") for ln in lines)
+    assert not (tmp_path / "oyez.db").exists()
