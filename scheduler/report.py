@@ -320,7 +320,8 @@ def _change(sign: str, due: datetime, o: plan.Occurrence | Delivery, text: str,
     if was_due is not None and was_due != due:
         lines.append(f"    time: {_local(was_due, tz)} -> {_local(due, tz)}")
     if was_text is not None and was_text != text:
-        lines.append(f"    text: {_short(was_text)} -> {_short(text)}")
+        # whole texts: the difference may be anywhere in them
+        lines.append(f"    text: {_short(was_text, None)} -> {_short(text, None)}")
     if len(lines) == 1:
         lines.append("    link, image or grace changed")
     return "\n".join(lines)
@@ -336,14 +337,15 @@ def _rule_change(old: config.Post | None, new: config.Post | None, after: dateti
         return f"{sign} {post.id} ({post.cron_text}) {what}, {when}: {_short(post.message)}"
     fields = [(k, getattr(old, k), getattr(new, k)) for k in
               ("cron_text", "start", "until", "message", "targets", "link", "image", "grace", "tz")]
-    changed = [f"    {k.removesuffix('_text')}: {_short(str(a))} -> {_short(str(b))}"
+    changed = [f"    {k.removesuffix('_text')}: {_short(str(a), None)} -> {_short(str(b), None)}"
                for k, a, b in fields if a != b]
     return "\n".join([f"~ {post.id} ({post.cron_text}), {when}:", *changed])
 
 
-def _short(text: str, width: int = 70) -> str:
+def _short(text: str, width: int | None = 70) -> str:
+    """`text` on one line, quoted, cut to `width` characters (None: whole)."""
     flat = " ".join(text.split())
-    return repr(flat if len(flat) <= width else flat[:width - 1] + "\u2026")
+    return repr(flat if width is None or len(flat) <= width else flat[:width - 1] + "\u2026")
 
 
 def _running_config(cfg: config.Config, ledger: Ledger | None) -> config.Config | None:
