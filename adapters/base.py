@@ -80,9 +80,11 @@ class Published:
 class Adapter(Protocol):
     """One network account (a Facebook Page, a Mastodon account, ...).
 
-    Two optional class attributes, read with getattr (an adapter may omit them):
+    Optional class attributes, read with getattr (an adapter may omit them):
+    - `max_chars: int`: the longest text the network takes, in characters; or, for
+      networks that count otherwise (graphemes, bytes, links as 23),
     - `text_problem(message) -> str | None`, a staticmethod: why the network would
-      refuse this text (too long, ...), or None; `oyez validate` calls it.
+      refuse this text (too long, ...), or None. `oyez validate` calls either.
     - `idempotent_for: timedelta`: publishing the same Message again within this
       time after its first attempt cannot make a second post (an idempotency key,
       a fixed record key), so after an ambiguous failure the daemon retries
@@ -118,9 +120,15 @@ class Adapter(Protocol):
 
 
 def text_problem(adapter: type[Adapter], message: Message) -> str | None:
-    """What the adapter says is wrong with `message`'s text, if it declares a check."""
+    """What the adapter says is wrong with `message`'s text: its own `text_problem`, else
+    its `max_chars` (characters as Python counts them), else nothing."""
     check = getattr(adapter, "text_problem", None)
-    return check(message) if callable(check) else None
+    if callable(check):
+        return check(message)  # type: ignore[no-any-return]
+    limit = getattr(adapter, "max_chars", None)
+    if isinstance(limit, int) and len(message.text) > limit:
+        return f"{len(message.text):,} characters, over the limit of {limit:,}"
+    return None
 
 
 def idempotent_for(adapter: Adapter) -> timedelta:

@@ -50,6 +50,7 @@ class FacebookPage:
     """Publishes to one Facebook Page."""
 
     Settings: ClassVar[type[AdapterSettings]] = FacebookPageSettings
+    max_chars: ClassVar[int | None] = 63_206  # a Page post's message limit
 
     def __init__(self, settings: AdapterSettings, http: requests.Session) -> None:
         assert isinstance(settings, FacebookPageSettings)

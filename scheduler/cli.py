@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from dotenv import load_dotenv
 
@@ -44,12 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oyez", description="Publish scheduled social-media "
                                      "posts and live-event announcements on time.")
+    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
     parser.add_argument("--log-level", default=os.environ.get("OYEZ_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
+                        choices=levels, help="log verbosity")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, *, cfg: bool = True, db: bool = True) -> Any:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # also after the command; SUPPRESS keeps the one given before it otherwise
+        p.add_argument("--log-level", default=argparse.SUPPRESS, choices=levels,
+                       help="log verbosity")
         if cfg:
             p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="jobs file (jobs.yaml)")
         if db:
@@ -57,12 +63,19 @@ def _parser() -> argparse.ArgumentParser:
                            help="SQLAlchemy database URL (env OYEZ_DB; default sqlite:///oyez.db)")
         return p
 
-    p = command("validate", "Check jobs.yaml and print a one-line summary.", db=False)
+    p = command("validate", "Check jobs.yaml and print a one-line summary.")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="jobs files to check instead of -c (as a pre-commit hook passes them)")
+    p.add_argument("--strict", action="store_true",
+                   help="also require every ${VAR} to be set (on the server); else a note")
     p.set_defaults(func=cmd_validate)
 
     p = command("plan", "List every occurrence in a time window without sending anything.")
-    p.add_argument("--from", dest="start", help="start of the window (default: now)")
-    p.add_argument("--until", dest="end", help="end of the window (default: 30 days on)")
+    p.add_argument("--from", dest="start",
+                   help="start of the window: a time, a date or a duration from now (default: now)")
+    p.add_argument("--until", dest="end",
+                   help="end of the window: a time, a date (to its end) or a duration after "
+                        "--from, e.g. 7d (default: 30d)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_plan)
 
@@ -88,13 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--limit", type=int, default=50, help="rows to show (default 50)")
     p.add_argument("--reloads", action="store_true", help="show jobs.yaml reloads instead")
-    p.add_argument("--dry-run", action="store_true", help="show dry-run deliveries instead")
+    p.add_argument("--dry-run", action="store_true", help="show only dry-run deliveries")
     p.set_defaults(func=cmd_history)
 
     p = command("status", "Show what the daemon is running, target health and open deliveries.")
     p.set_defaults(func=cmd_status)
 
     p = command("diff", "Show what a candidate jobs.yaml would add, cancel and change.")
+    p.add_argument("--against", metavar="FILE",
+                   help="compare with this jobs file beyond the days the daemon has scheduled "
+                        "(default: the running file, if it is another file and unchanged)")
     p.set_defaults(func=cmd_diff)
 
     p = command("db", "Show the ledger's schema version, or upgrade it in place.", cfg=False)
@@ -121,15 +137,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    cfg = config.load(args.config)
-    for warning in cfg.warnings:
-        logging.getLogger("oyez").warning("%s", warning)
-    now = clock.now()
-    count = len([o for o in plan.expand(cfg, now, now + timedelta(days=30)) if not o.draft])
-    print(f"{args.config}: OK: {_n(len(cfg.targets), 'target')}, {_n(len(cfg.posts), 'post')}, "
-          f"{_n(len(cfg.live_events), 'live event')}, "
-          f"{_n(count, 'occurrence')} in the next 30 days")
-    return 0
+    failed = 0
+    for path in args.files or [args.config]:
+        try:
+            cfg = config.load(path, strict_env=args.strict)
+        except ConfigError as exc:
+            print("\n".join(exc.problems), file=sys.stderr)
+            failed = 1
+            continue
+        now = clock.now()
+        count = len([o for o in plan.expand(cfg, now, now + timedelta(days=30)) if not o.draft])
+        print(f"{path}: OK: {_n(len(cfg.targets), 'target')}, {_n(len(cfg.posts), 'post')}, "
+              f"{_n(len(cfg.live_events), 'live event')}, "
+              f"{_n(count, 'occurrence')} in the next 30 days")
+        for line in [*cfg.warnings, *report.past_notes(cfg, now, _settings(args).db)]:
+            print(f"note: {line}", file=sys.stderr)
+    return failed
 
 
 def _n(count: int, noun: str) -> str:
@@ -142,21 +165,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, strict_env=False)
     for warning in cfg.warnings:
         logging.getLogger("oyez").warning("%s", warning)
-    start = _when(args.start, cfg) if args.start else clock.now()
-    end = _when(args.end, cfg) if args.end else start + timedelta(days=30)
-    rows = report.plan_rows(cfg, start, end, _settings(args).db)
+    now = clock.now()
+    start, end = _window(args, cfg, now, timedelta(days=30))
+    db = _settings(args).db
+    rows = report.plan_rows(cfg, start, end, db)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(report.plan_text(rows, start, end))
+        print(report.plan_text(rows, start, end, cfg))
+        for line in report.past_notes(cfg, now, db):
+            print(f"note: {line}")
     return 0
 
 
-def _when(text: str, cfg: config.Config) -> datetime:
+def _window(args: argparse.Namespace, cfg: config.Config, start: datetime,
+            span: timedelta) -> tuple[datetime, datetime]:
+    """The window --from/--until give, by default [start, start + span)."""
+    begin = _when(args.start, cfg, clock.now(), times.day_start) if args.start else start
+    end = _when(args.end, cfg, begin, times.day_end) if args.end else begin + span
+    if end <= begin:
+        raise OyezError(f"--until ({args.end}) must be after --from ({args.start or 'now'})")
+    return begin, end
+
+
+def _when(text: str, cfg: config.Config, base: datetime,
+          day: Callable[[str, ZoneInfo], datetime]) -> datetime:
+    """A time, a date (read by `day`, in the file's zone) or a duration after `base`."""
+    with contextlib.suppress(ValueError):
+        return base + times.duration(text)
     try:
-        return times.instant(text, cfg.timezone)
+        return day(text, cfg.timezone)
     except ValueError as exc:
-        raise OyezError(str(exc)) from None
+        raise OyezError(f"{exc} (or a duration such as 7d)") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -180,8 +220,7 @@ def cmd_export_ics(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.config, strict_env=False)
     now = clock.now()
-    start = _when(args.start, cfg) if args.start else now - ics.DEFAULT_BACK
-    end = _when(args.end, cfg) if args.end else now + ics.DEFAULT_AHEAD
+    start, end = _window(args, cfg, now - ics.DEFAULT_BACK, ics.DEFAULT_BACK + ics.DEFAULT_AHEAD)
     sys.stdout.buffer.write(ics.feed(report.timeline_rows(cfg, start, end, _settings(args).db), now))
     return 0
 
@@ -192,7 +231,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         rows = report.reload_rows(db, args.limit)
         print(json.dumps(rows, indent=2) if args.json else report.reloads_text(rows))
     else:
-        rows = report.history_rows(db, args.limit, args.dry_run)
+        rows = report.history_rows(db, args.limit, True if args.dry_run else None)
         print(json.dumps(rows, indent=2) if args.json else report.history_text(rows))
     return 0
 
@@ -206,7 +245,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, strict_env=False)
-    print(report.diff_text(cfg, _settings(args).db))
+    settings = _settings(args)
+    against = config.load(args.against, strict_env=False) if args.against else None
+    print(report.diff_text(cfg, settings.db, settings.horizon, against))
     return 0
 
 

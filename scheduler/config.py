@@ -7,20 +7,21 @@ UTC, or raises ConfigError listing every problem as `jobs.yaml:LINE: message`.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gc
 import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
-from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 import adapters
 from adapters.base import Adapter, AdapterSettings, Message, text_problem
@@ -34,6 +35,8 @@ DEFAULT_GRACE = "15m"
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TEMPLATE_IN_POST = re.compile(r"\{(" + "|".join(sorted(TEMPLATE_FIELDS)) + r")(:[^{}]*)?\}")
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 
 
 class _Strict(BaseModel):
@@ -56,6 +59,7 @@ class _PostSpec(_Timing):
     id: Id
     at: str | None = None
     cron: str | None = None
+    from_: str | None = Field(default=None, alias="from")
     until: str | None = None
     message: str
     link: str | None = None
@@ -67,6 +71,7 @@ class _PostSpec(_Timing):
 
 class _ReminderSpec(_Strict):
     before: str
+    at: str | None = None  # a clock time on the day `before` lands on, e.g. "09:00"
     message: str
 
 
@@ -76,6 +81,7 @@ class _LiveEventSpec(_Timing):
     starts: str
     ends: str
     link: str | None = None
+    image: str | None = None
     reminders: list[_ReminderSpec] = []
     on_start: str | None = None
     on_end: str | None = None
@@ -101,7 +107,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Post:
-    """An announcement: once at `at`, or on every `cron` fire until `until`."""
+    """An announcement: once at `at`, or on every `cron` fire from `start` until `until`."""
 
     id: str
     targets: tuple[str, ...]
@@ -116,15 +122,26 @@ class Post:
     cron_text: str | None = None
     until: datetime | None = None
     options: tuple[tuple[str, str], ...] = ()  # network options (alt, visibility, spoiler_text)
+    start: datetime | None = None
 
 
 @dataclass(frozen=True)
 class Reminder:
-    """A post `before` the start of a live event; `part` names it, e.g. reminder-2d."""
+    """A post `before` the start of a live event; `part` names it, e.g. reminder-2d.
+
+    `before` counts whole days as calendar days in the event's zone (same wall-clock
+    time) and the rest as elapsed time; with `at`, the post goes out at that clock
+    time on the day `before` lands on (then `before` is whole days).
+    """
 
     part: str
     before: timedelta
     message: str
+    at: time | None = None
+
+    def due(self, starts: datetime, tz: ZoneInfo) -> datetime:
+        """When this reminder goes out for an event starting at `starts` (aware UTC)."""
+        return times.earlier(starts, self.before, tz, self.at)
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,7 @@ class LiveEvent:
     tz: ZoneInfo
     grace: timedelta
     draft: bool
+    image: str | None = None
 
     def values(self) -> dict[str, Any]:
         """The fields a message template may use, times in the event's zone."""
@@ -175,12 +193,12 @@ def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,
     With `strict_env=False` (dry runs) a missing `${VAR}` is a warning and the
     placeholder is kept, since nothing is sent.
     """
-    name = os.path.basename(os.fspath(path))
+    name = os.fspath(path)
     try:
         raw = FsPath(path).read_bytes()
     except OSError as exc:
-        raise ConfigError([f"{name}:0: cannot read: {exc.strerror}"]) from None
-    return parse(raw, name=name, path=os.fspath(path), env=env, strict_env=strict_env)
+        raise ConfigError([f"{name}: cannot read {os.path.abspath(name)}: {exc.strerror}"]) from None
+    return parse(raw, name=name, path=name, env=env, strict_env=strict_env)
 
 
 def parse(raw: bytes, *, name: str = "jobs.yaml", path: str = "jobs.yaml",
@@ -219,7 +237,7 @@ def _parse(raw: bytes, name: str, path: str, env: Mapping[str, str] | None,
     try:
         spec = _JobsFile.model_validate(doc.data)
     except ValidationError as exc:
-        raise ConfigError([_one_line(p) for p in _located(doc, exc)]) from None
+        raise ConfigError([_one_line(p) for p in _located(doc, exc, _JobsFile)]) from None
     builder = _Builder(doc, os.environ if env is None else env, strict_env)
     config = builder.build(spec, path, hashlib.sha256(raw).hexdigest())
     if builder.problems:
@@ -237,14 +255,16 @@ def _line_order(problem: str) -> tuple[int, str]:
     return (int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0, problem)
 
 
-def _located(doc: yamlfile.Document, exc: ValidationError, prefix: yamlfile.Path = ()) -> list[str]:
+def _located(doc: yamlfile.Document, exc: ValidationError, model: type[BaseModel],
+             prefix: yamlfile.Path = ()) -> list[str]:
     problems = []
     for error in exc.errors(include_url=False):
         loc = (*prefix, *error["loc"])
         dotted = ".".join(str(p) for p in loc)
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}"
+            known = _keys_at(model, error["loc"])
+            message = f"unknown key {loc[-1]!r}{_suggest(str(loc[-1]), known, 'keys')}"
         elif error["type"] == "missing":
             message = f"missing required key {loc[-1]!r}"
         elif error["type"] == "string_pattern_mismatch":
@@ -253,6 +273,30 @@ def _located(doc: yamlfile.Document, exc: ValidationError, prefix: yamlfile.Path
             message = f"{dotted}: {message}"
         problems.append(f"{doc.where(loc)}: {message}")
     return problems
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys allowed beside the last step of `loc` (a path into `model`'s input)."""
+    current: Any = model
+    for step in loc[:-1]:
+        if isinstance(step, int):
+            continue
+        fields = current.model_fields if isinstance(current, type) and issubclass(current, BaseModel) else {}
+        if step not in fields:
+            return []
+        current = fields[step].annotation
+        current = next((a for a in get_args(current) if isinstance(a, type)), current)  # list[X]
+    if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        return []
+    return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _suggest(word: str, known: list[str], what: str) -> str:
+    """' (did you mean 'x'?)' for a near miss, else the known names, else nothing."""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (known {what}: {', '.join(known)})" if known else ""
 
 
 class _Builder:
@@ -268,6 +312,9 @@ class _Builder:
 
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
+
+    def warn(self, path: yamlfile.Path, message: str) -> None:
+        self.warnings.append(f"{self.doc.where(path)}: {message}")
 
     def parsed(self, path: yamlfile.Path, parse: Callable[..., _T], text: str,
                *args: Any) -> _T | None:
@@ -312,7 +359,7 @@ class _Builder:
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
-            self.problems.extend(_located(self.doc, exc, path))
+            self.problems.extend(_located(self.doc, exc, model, path))
             errors = exc.errors(include_url=False)
             if not all(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in errors):
                 return None
@@ -337,16 +384,29 @@ class _Builder:
         try:
             adapter = adapters.get(spec.adapter)
         except KeyError:
-            self.fail((*path, "adapter"), f"unknown adapter {spec.adapter!r} "
-                      f"(known: {', '.join(adapters.names())})")
+            self.fail((*path, "adapter"), f"unknown adapter {spec.adapter!r}"
+                      f"{_suggest(spec.adapter, adapters.names(), 'adapters')}")
             return None
         expanded: dict[str, str] = {}
-        raw = {key: self.expand(value, (*path, key), expanded)
-               for key, value in (spec.model_extra or {}).items()}
+        secret_keys = {key for key, f in adapter.Settings.model_fields.items()
+                       if SecretStr in (f.annotation, *get_args(f.annotation))}
+        raw = {}
+        for key, value in (spec.model_extra or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = self.doc.source((*path, key))  # an unquoted id: its digits as written
+            if key in secret_keys and not (isinstance(value, str) and _ENV_VAR.fullmatch(value)):
+                # never echo it: a secret written here would end up in git and in this message
+                self.fail((*path, key), f"{key}: write the secret in .env or the environment and "
+                          f"refer to it here as ${{VARIABLE}}, not inline")
+                continue
+            raw[key] = self.expand(value, (*path, key), expanded)
+        if len(raw) < len(spec.model_extra or {}):
+            return None
         try:
             settings = adapter.Settings.model_validate(raw)
         except ValidationError as exc:
-            for problem in _located(self.doc, exc, path):  # never echo a value from the environment
+            # never echo a value from the environment
+            for problem in _located(self.doc, exc, adapter.Settings, path):
                 for var, value in sorted(expanded.items(), key=lambda kv: -len(kv[1])):
                     problem = problem.replace(value, f"${{{var}}}") if len(value) >= 3 else problem
                 self.problems.append(problem)
@@ -365,13 +425,15 @@ class _Builder:
 
         def lookup(match: re.Match[str]) -> str:
             var = match.group(1)
-            if var in self.env:
+            if self.env.get(var, "").strip():
                 expanded[var] = self.env[var]
                 return self.env[var]
+            state = "is empty" if var in self.env else "is not set"
             if self.strict_env:
-                self.fail(path, f"environment variable {var} is not set (set it or add it to .env)")
+                self.fail(path, f"environment variable {var} {state} (set it or add it to .env)")
             else:
-                self.warnings.append(f"{self.doc.where(path)}: environment variable {var} is not set")
+                self.warn(path, f"environment variable {var} {state} (needed to send; fine for a review "
+                          "or a dry run)")
             return match.group(0)
 
         return _ENV_VAR.sub(lookup, value)
@@ -380,6 +442,10 @@ class _Builder:
                known_targets: Mapping[str, Any]) -> tuple[ZoneInfo, timedelta, tuple[str, ...]] | None:
         tz = self.parsed((*path, "timezone"), times.zone, spec.timezone) if spec.timezone else default_tz
         grace = self.parsed((*path, "grace"), times.duration, spec.grace or DEFAULT_GRACE)
+        if grace is not None and grace <= timedelta(0):
+            # the window due <= now < due + grace would be empty: the post could never go out
+            self.fail((*path, "grace"), f"grace must be longer than 0s, got {spec.grace!r}")
+            grace = None
         if spec.targets is None:
             if len(known_targets) != 1:
                 self.fail(path, "targets: required when more than one target is defined")
@@ -389,7 +455,8 @@ class _Builder:
             chosen = tuple(spec.targets)
             for i, name in enumerate(chosen):
                 if name not in known_targets:
-                    self.fail((*path, "targets", i), f"unknown target {name!r}")
+                    self.fail((*path, "targets", i), f"unknown target {name!r}"
+                              f"{_suggest(name, list(known_targets), 'targets')}")
             if not chosen:
                 self.fail((*path, "targets"), "targets: list at least one target")
         if tz is None or grace is None:
@@ -398,9 +465,25 @@ class _Builder:
 
     def url(self, value: str | None, path: yamlfile.Path) -> None:
         if value is not None:
-            parts = urlsplit(value)
+            try:
+                parts = urlsplit(value)
+            except ValueError as exc:  # e.g. "https://[bad/": Invalid IPv6 URL
+                self.fail(path, f"{path[-1]}: bad URL {value!r} ({exc})")
+                return
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 self.fail(path, f"{path[-1]}: must be an http(s) URL, got {value!r}")
+
+    def text(self, message: Message, path: yamlfile.Path, targets: tuple[str, ...]) -> None:
+        """Problems a message may have wherever it is: cut short by a comment, refused by a
+        target's network (too long, counted the way that network counts)."""
+        if self.doc.cut_by_comment(path):
+            self.fail(path, f"{path[-1]}: the text after \" #\" is dropped (YAML reads it as a "
+                      "comment, e.g. hashtags): put the whole text in double quotes \"...\"")
+        for name in targets:
+            adapter = self.adapters.get(name)
+            problem = text_problem(adapter, message) if adapter else None
+            if problem is not None:
+                self.fail(path, f"{path[-1]}: too long for target {name}: {problem}")
 
     def post(self, spec: _PostSpec, path: yamlfile.Path, default_tz: ZoneInfo,
              known_targets: Mapping[str, Any]) -> Post | None:
@@ -415,86 +498,101 @@ class _Builder:
             self.warnings.append(f"{self.doc.where((*path, 'image'))}: image without alt: "
                                  "describe it for people using screen readers (Bluesky and "
                                  "Mastodon show it)")
-        message = Message(spec.message, spec.link, spec.image, options=dict(options))
-        self.text_fits(message, spec.targets or list(known_targets), (*path, "message"))
+        if (field_ := _TEMPLATE_IN_POST.search(spec.message)) is not None:
+            # a warning, not an error: braces are legitimate text in a post
+            self.warn((*path, "message"), f"{field_.group(0)} will be published as written, braces "
+                      "and all: posts are plain text (templates work in live_events messages)")
         if (spec.at is None) == (spec.cron is None):
             self.fail(path, "a post needs exactly one of at: or cron:")
             return None
         if common is None:
             return None
         tz, grace, targets = common
-        at = until = trigger = None
+        self.text(Message(spec.message, spec.link, spec.image, options=dict(options)),
+                  (*path, "message"), targets)
+        at = until = start = trigger = None
         if spec.at is not None:
             at = self.parsed((*path, "at"), times.instant, spec.at, tz)
-            if spec.until is not None:
-                self.fail((*path, "until"), "until: only applies to cron posts")
+            for key, value in (("from", spec.from_), ("until", spec.until)):
+                if value is not None:
+                    self.fail((*path, key), f"{key}: only applies to cron posts")
             if at is None:
                 return None
         else:
             assert spec.cron is not None
             trigger = self.parsed((*path, "cron"), times.cron, spec.cron, tz)
+            if spec.from_ is not None:
+                start = self.parsed((*path, "from"), times.day_start, spec.from_, tz)
             if spec.until is not None:
                 until = self.parsed((*path, "until"), times.day_end, spec.until, tz)
-                if until is None:
-                    return None
-            if trigger is None:
+            if start and until and until <= start:
+                self.fail((*path, "until"), f"until ({spec.until}) must be after from ({spec.from_})")
+            if trigger is None or (spec.until and until is None) or (spec.from_ and start is None):
                 return None
         return Post(spec.id, targets, spec.message, spec.link, spec.image, tz, grace,
-                    spec.draft, at, trigger, spec.cron, until, options)
-
-    def text_fits(self, message: Message, targets: list[str], path: yamlfile.Path) -> None:
-        """Report a text that a target's network would refuse (length, ...)."""
-        for name in targets:
-            adapter = self.adapters.get(name)
-            problem = text_problem(adapter, message) if adapter else None
-            if problem is not None:
-                self.fail(path, f"too long for target {name}: {problem}")
+                    spec.draft, at, trigger, spec.cron, until, options=options, start=start)
 
     def live_event(self, spec: _LiveEventSpec, path: yamlfile.Path, default_tz: ZoneInfo,
                    known_targets: Mapping[str, Any]) -> LiveEvent | None:
         common = self.common(spec, path, default_tz, known_targets)
         self.url(spec.link, (*path, "link"))
+        self.url(spec.image, (*path, "image"))
         if common is None:
             return None
         tz, grace, targets = common
+        self.text(Message(spec.title), (*path, "title"), ())
         starts = self.parsed((*path, "starts"), times.instant, spec.starts, tz)
         ends = self.parsed((*path, "ends"), times.instant, spec.ends, tz)
         if starts is not None and ends is not None and ends <= starts:
             self.fail((*path, "ends"), f"ends ({spec.ends}) must be after starts ({spec.starts})")
         reminders = []
         parts: set[str] = set()
-        for i, reminder in enumerate(spec.reminders):
+        for i, spec_r in enumerate(spec.reminders):
             rpath = (*path, "reminders", i)
-            before = self.parsed((*rpath, "before"), times.duration, reminder.before)
-            self.template(reminder.message, (*rpath, "message"))
-            if before is None:
+            reminder = self.reminder(spec_r, rpath)
+            if reminder is None:
                 continue
-            if before <= timedelta(0):
-                self.fail((*rpath, "before"), f"reminder must come before the start, got {reminder.before!r}")
-            part = f"reminder-{times.short(before)}"
-            if part in parts:
-                self.fail((*rpath, "before"), f"two reminders at the same time ({part})")
-            parts.add(part)
-            reminders.append(Reminder(part, before, reminder.message))
-        for key in ("on_start", "on_end"):
-            value = getattr(spec, key)
-            if value is not None:
-                self.template(value, (*path, key))
+            if reminder.part in parts:
+                self.fail((*rpath, "before"), f"two reminders at the same time ({reminder.part})")
+            parts.add(reminder.part)
+            reminders.append(reminder)
+        messages = [((*path, "reminders", i, "message"), r.message) for i, r in enumerate(spec.reminders)]
+        messages += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")
+                     if getattr(spec, key) is not None]
+        valid = [(mpath, template) for mpath, template in messages if self.template(template, mpath)]
         if starts is None or ends is None:
             return None
         event = LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
-                          spec.on_start, spec.on_end, tz, grace, spec.draft)
-        if any(hasattr(self.adapters.get(t), "text_problem") for t in targets):  # render only then
-            texts = [((*path, "reminders", i, "message"), r.message) for i, r in enumerate(spec.reminders)]
-            texts += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")]
-            for where, template in texts:
-                with contextlib.suppress(ValueError, TypeError, KeyError):  # bad ones reported above
-                    if template is not None:
-                        self.text_fits(Message(templates.render(template, event.values()), spec.link),
-                                       list(targets), where)
+                          spec.on_start, spec.on_end, tz, grace, spec.draft, spec.image)
+        for mpath, template in valid:  # as it will be published
+            self.text(Message(templates.render(template, event.values()), spec.link), mpath, targets)
         return event
 
-    def template(self, text: str, path: yamlfile.Path) -> None:
+    def reminder(self, spec: _ReminderSpec, path: yamlfile.Path) -> Reminder | None:
+        """A reminder's timing; its message is checked with the event's other messages."""
+        before = self.parsed((*path, "before"), times.duration, spec.before)
+        at = None
+        if spec.at is not None:
+            clock_time = _CLOCK.fullmatch(spec.at.strip())
+            if clock_time is None:
+                self.fail((*path, "at"), f"bad clock time {spec.at!r} (use HH:MM, e.g. \"09:00\")")
+                return None
+            at = time(int(clock_time.group(1)), int(clock_time.group(2)))
+        if before is None:
+            return None
+        if before <= timedelta(0) or (at is not None and before < timedelta(days=1)):
+            self.fail((*path, "before"), f"reminder must come before the start, got {spec.before!r}"
+                      f"{' (with at:, give whole days, e.g. 2d)' if at else ''}")
+            return None
+        if at is not None and before % timedelta(days=1):
+            self.fail((*path, "before"), f"with at:, before: must be whole days (e.g. 2d), "
+                      f"got {spec.before!r}")
+            return None
+        part = f"reminder-{times.short(before)}" + (f"-at-{at:%H%M}" if at else "")
+        return Reminder(part, before, spec.message, at)
+
+    def template(self, text: str, path: yamlfile.Path) -> bool:
+        """Check a live-event message template; True when it can be rendered."""
         problem = templates.fields_problem(text, TEMPLATE_FIELDS)
         if problem is None and not text.strip():
             problem = "message is empty"
@@ -505,6 +603,7 @@ class _Builder:
                 problem = f"bad template: {exc}"
         if problem is not None:
             self.fail(path, problem)
+        return problem is None
 
 
 _SAMPLE_VALUES: dict[str, Any] = {

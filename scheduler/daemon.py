@@ -102,6 +102,8 @@ class Daemon:
         self.scheduler.start(paused=True)
         try:
             self.apply(first, reason="start")
+            for line in report.upcoming_lines(first, clock.now()):  # what this run will do
+                log.info("%s", line)
             try:
                 self.sweep()
             except SQLAlchemyError as exc:  # e.g. the ledger locked by another writer
@@ -177,7 +179,7 @@ class Daemon:
         try:
             if raw is None:
                 return config.load(self.path, strict_env=not self.dry_run)
-            return config.parse(raw, name=self.path.name, path=str(self.path),
+            return config.parse(raw, name=str(self.path), path=str(self.path),
                                 strict_env=not self.dry_run)
         except ConfigError as exc:
             return exc

@@ -177,8 +177,12 @@ class Publisher:
             status="sent", remote_id=published.remote_id, sent_at=finished, error=None,
             uncertain=False, lateness_ms=lateness_ms, next_attempt_at=None, config_digest=self.digest)
         self._pace(row.target, published.usage, finished)
-        log.info("sent %s to %s as %s (%s; %d ms after its time)", row.key, row.target,
-                 published.remote_id, outcome, lateness_ms)
+        if self.dry_run:  # nothing went out: say so in the words a reader expects
+            log.info("would post %s to %s now (dry run: nothing was sent; %d ms after its time)",
+                     row.key, row.target, lateness_ms)
+        else:
+            log.info("sent %s to %s as %s (%s; %d ms after its time)", row.key, row.target,
+                     published.remote_id, outcome, lateness_ms)
 
     def _send(self, adapter: Adapter, row: Delivery, message: Message) -> tuple[str, Published]:
         assert row.first_attempt_at is not None

@@ -167,6 +167,7 @@ class SyncResult:
     skipped: dict[str, int] = field(default_factory=dict)  # new rule -> its fires before now
     resend_refused: list[str] = field(default_factory=list)
     kept_text: list[str] = field(default_factory=list)
+    before: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # key: old (due, text)
 
 
 
@@ -323,6 +324,7 @@ class Ledger:
                     content.update(attempts=0, error=None, next_attempt_at=None)
                 else:
                     continue
+                result.before[key] = (row.due_at, row.text)
                 status = {"cancelling": "retry"}.get(row.status, row.status) \
                     if row.status in (*ACTIVE, "cancelling") else "pending"
                 writes.append((row, {**content, "status": status, "updated_at": now}))
@@ -515,11 +517,16 @@ class Ledger:
                 s.delete(health)
                 s.commit()
 
-    def deliveries(self, *, dry_run: bool, limit: int | None = None,
+    def deliveries(self, *, dry_run: bool | None, limit: int | None = None,
                    since: datetime | None = None, until: datetime | None = None) -> Sequence[Delivery]:
-        """Deliveries, newest due first, optionally only those due in [since, until)."""
+        """Deliveries, newest due first, optionally only those due in [since, until).
+
+        `dry_run=None` returns real and dry-run deliveries alike.
+        """
         with self.session() as s:
-            query = select(Delivery).where(Delivery.dry_run == dry_run)
+            query = select(Delivery)
+            if dry_run is not None:
+                query = query.where(Delivery.dry_run == dry_run)
             if since is not None:
                 query = query.where(col(Delivery.due_at) >= since)
             if until is not None:

@@ -9,7 +9,9 @@ impossible:
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -67,7 +69,8 @@ def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
     else:
         assert post.cron is not None
         stop = min(end, post.until) if post.until else end
-        dues = [(t, _stamp(t)) for t in times.fire_times(post.cron, start, stop)]
+        begin = max(start, post.start) if post.start else start
+        dues = [(t, _stamp(t)) for t in times.fire_times(post.cron, begin, stop)]
     return [
         Occurrence(
             key=f"post:{post.id}:{target}" if stamp is None else f"cron:{post.id}:{target}:{stamp}",
@@ -83,9 +86,9 @@ def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
 def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
     parts: list[tuple[str, datetime, datetime, str]] = [
         # a reminder is never sent at or after the start
-        (r.part, event.starts - r.before, min(event.starts - r.before + event.grace, event.starts),
-         r.message)
+        (r.part, due, min(due + event.grace, event.starts), r.message)
         for r in event.reminders
+        for due in [r.due(event.starts, event.tz)]
     ]
     if event.on_start is not None:  # "we're live" is pointless once the event has ended
         parts.append(("start", event.starts, min(event.starts + event.grace, event.ends),
@@ -100,7 +103,8 @@ def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
         Occurrence(
             key=f"live:{event.id}:{part}:{stamp}:{target}", job_id=event.id, part=part,
             target=target, due=due, deadline=deadline, text=templates.render(template, values),
-            link=event.link, image=None, draft=event.draft, tz_name=event.tz.key, options=options,
+            link=event.link, image=event.image, draft=event.draft, tz_name=event.tz.key,
+            options=options,
         )
         for part, due, deadline, template in parts
         if start <= due < end
@@ -143,3 +147,101 @@ def _more_than_daily(cron: str) -> bool:
 def longest_grace(config: Config) -> timedelta:
     """The longest a post of `config` may still go out after its time."""
     return max([timedelta(0), *(p.grace for p in config.posts), *(e.grace for e in config.live_events)])
+
+
+def upcoming(config: Config, now: datetime, count: int, per_rule: int | None = None) -> list[Occurrence]:
+    """The first `count` occurrences from `now` on, however far ahead (drafts left out).
+
+    Each recurring post contributes at most its next `per_rule` fires (default
+    `count`), so this is cheap whatever the rules.
+    """
+    found: list[Occurrence] = []
+    for post in config.posts:
+        if post.cron is not None and not post.draft:
+            dues = itertools.islice(_fires(post, now), per_rule or count)
+            found.extend(o for due in dues for o in _post(post, due, due + _TICK))
+    horizon = datetime.max.replace(tzinfo=UTC)
+    found.extend(o for o in _finite(config, now, horizon) if not o.draft)
+    found.sort(key=lambda o: o.due)
+    return found[:count]
+
+
+@dataclass(frozen=True)
+class Beyond:
+    """What lies after a window: how many occurrences (at most `cap`), the first, endless rules."""
+
+    count: int
+    capped: bool
+    first: Occurrence | None
+    endless: tuple[str, ...]  # ids of recurring posts without `until`
+
+
+def beyond(config: Config, end: datetime, cap: int = 10_000) -> Beyond:
+    """Count the occurrences due at or after `end` (drafts left out), up to about `cap`."""
+    later = [o for o in _finite(config, end, datetime.max.replace(tzinfo=UTC)) if not o.draft]
+    count, first = len(later), min(later, key=lambda o: o.due, default=None)
+    endless = []
+    for post in config.posts:
+        if post.cron is None or post.draft:
+            continue
+        if post.until is None:
+            endless.append(post.id)
+        # past the cap only the first fire is looked at, so a file of many rules stays cheap
+        fires = list(itertools.islice(_fires(post, end), max(1, cap + 1 - count)))
+        count += len(fires) * len(post.targets)
+        if fires and (first is None or fires[0] < first.due):
+            first = _post(post, fires[0], fires[0] + _TICK)[0]
+    return Beyond(min(count, cap), count > cap, first, tuple(endless))
+
+
+def past_one_offs(config: Config, now: datetime) -> list[Post]:
+    """One-off posts (not drafts) whose window has closed: they will not be sent now."""
+    return [p for p in config.posts if p.at is not None and not p.draft and p.at + p.grace <= now]
+
+
+_TICK = timedelta(microseconds=1)
+
+
+def _finite(config: Config, start: datetime, end: datetime) -> list[Occurrence]:
+    """Occurrences of one-off posts and live events in [start, end)."""
+    found = [o for post in config.posts if post.at is not None for o in _post(post, start, end)]
+    found += [o for event in config.live_events for o in _live(event, start, end)]
+    return found
+
+
+def _fires(post: Post, start: datetime) -> Iterator[datetime]:
+    """A recurring post's fire times from `start` on, within its from/until."""
+    assert post.cron is not None
+    fires = times.fires(post.cron, max(start, post.start) if post.start else start)
+    until = post.until
+    return fires if until is None else itertools.takewhile(lambda t: t < until, fires)
+
+
+Pair = tuple[Occurrence | None, Occurrence | None]
+RulePair = tuple[Post | None, Post | None]
+
+
+def compare(old: Config, new: Config, start: datetime) -> tuple[list[Pair], list[RulePair]]:
+    """How `new` differs from `old` from `start` on, however far ahead (drafts left out).
+
+    Returns (old, new) pairs of one-off and live-event occurrences, by due time,
+    and of recurring posts by id, which are compared as rules since they may
+    never end; None on one side means added or removed.
+    """
+    end = datetime.max.replace(tzinfo=UTC)
+    before = {o.key: o for o in _finite(old, start, end) if not o.draft}
+    after = {o.key: o for o in _finite(new, start, end) if not o.draft}
+    pairs = [(before.get(k), after.get(k)) for k in before.keys() | after.keys()]
+    pairs = [(a, b) for a, b in pairs if a is None or b is None or _seen(a) != _seen(b)]
+    pairs.sort(key=lambda pair: min(o.due for o in pair if o is not None))
+    rules_before = {p.id: p for p in old.posts if p.cron is not None and not p.draft}
+    rules_after = {p.id: p for p in new.posts if p.cron is not None and not p.draft}
+    rules = [(rules_before.get(i), rules_after.get(i))
+             for i in sorted(rules_before.keys() | rules_after.keys())
+             if rules_before.get(i) != rules_after.get(i)]
+    return pairs, rules
+
+
+def _seen(o: Occurrence) -> tuple[object, ...]:
+    """What a reader of the page would notice changing."""
+    return (o.due, o.text, o.link, o.image, o.deadline)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError
 
+DAY = 86400.0
 ENV_NAMES = {
     "db": "OYEZ_DB",
     "node": "OYEZ_NODE",
@@ -34,14 +35,15 @@ class Settings(BaseModel):
 
     db: str = "sqlite:///oyez.db"
     node: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    sweep_seconds: float = Field(default=15.0, gt=0)
-    watch_seconds: float = Field(default=0.25, gt=0)
+    # bounded like the durations in jobs.yaml: a huge value would overflow datetime arithmetic
+    sweep_seconds: float = Field(default=15.0, gt=0, le=DAY)
+    watch_seconds: float = Field(default=0.25, gt=0, le=3600)
     workers: int = Field(default=16, ge=1, le=256)
-    max_attempts: int = Field(default=5, ge=1)
-    retry_base_seconds: float = Field(default=30.0, gt=0)
-    retry_cap_seconds: float = Field(default=900.0, gt=0)
-    lease_seconds: float = Field(default=300.0, gt=0)
-    horizon_days: float = Field(default=7.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=1000)
+    retry_base_seconds: float = Field(default=30.0, gt=0, le=DAY)
+    retry_cap_seconds: float = Field(default=900.0, gt=0, le=DAY)
+    lease_seconds: float = Field(default=300.0, gt=0, le=DAY)
+    horizon_days: float = Field(default=7.0, gt=0, le=366)
     busy_seconds: float = Field(default=30.0, gt=0, le=3600)
     web_token: SecretStr | None = Field(default=None, min_length=16)  # asked for by the web page
 
@@ -65,6 +67,6 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigError([
-                f"{ENV_NAMES.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}"
+                f"{ENV_NAMES.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']} (got {e['input']!r})"
                 for e in exc.errors(include_url=False)
             ]) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 _formatter = string.Formatter()
@@ -32,10 +33,23 @@ def fields_problem(template: str, allowed: frozenset[str]) -> str | None:
 
 
 def render(template: str, values: Mapping[str, Any]) -> str:
-    """Fill `template` from `values`, by plain lookup and `format()` only."""
+    """Fill `template` from `values`, by plain lookup and `format()` only.
+
+    Times take strftime codes, plus `%P` for a lower-case am/pm on every
+    platform: `{starts:%-I%P}` gives "6pm".
+    """
     out: list[str] = []
     for literal, name, spec, _ in _formatter.parse(template):
         out.append(literal)
         if name is not None:
-            out.append(format(values[name], spec or ""))
+            value = values[name]
+            if spec and isinstance(value, datetime):
+                spec = _lower_ampm(spec, value)
+            out.append(format(value, spec or ""))
     return "".join(out)
+
+
+def _lower_ampm(spec: str, moment: datetime) -> str:
+    """Replace `%P` by am/pm; codes are matched in pairs, so `%%P` stays a literal."""
+    ampm = moment.strftime("%p").lower()
+    return re.sub(r"%.", lambda m: ampm if m.group(0) == "%P" else m.group(0), spec)

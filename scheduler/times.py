@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import re
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
@@ -63,6 +65,15 @@ def instant(text: str, tz: ZoneInfo) -> datetime:
 
 def day_end(text: str, tz: ZoneInfo) -> datetime:
     """Parse an `until` value: a date means the end of that day, a time means that instant."""
+    return _day_or_instant(text, tz, timedelta(days=1))
+
+
+def day_start(text: str, tz: ZoneInfo) -> datetime:
+    """Parse a `from` value: a date means the start of that day, a time means that instant."""
+    return _day_or_instant(text, tz, timedelta(0))
+
+
+def _day_or_instant(text: str, tz: ZoneInfo, shift: timedelta) -> datetime:
     stripped = text.strip()
     if len(stripped) <= 10:
         try:
@@ -71,9 +82,24 @@ def day_end(text: str, tz: ZoneInfo) -> datetime:
             raise ValueError(f"bad date {text!r} (use YYYY-MM-DD)") from None
         if not MIN_YEAR <= day.year <= MAX_YEAR:
             raise ValueError(f"date {text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
-        start = datetime(day.year, day.month, day.day, tzinfo=tz) + timedelta(days=1)
-        return start.astimezone(UTC)
+        start = datetime(day.year, day.month, day.day) + shift
+        return start.replace(tzinfo=tz).astimezone(UTC)
     return instant(stripped, tz)
+
+
+def earlier(moment: datetime, ahead: timedelta, tz: ZoneInfo, at: time | None = None) -> datetime:
+    """`moment` minus `ahead`, counting whole days as calendar days on the wall clock of `tz`.
+
+    "2d before" an 18:00 event is 18:00 two days earlier even across a clock
+    change (not 48 hours, which would be 17:00 or 19:00); the part under a day
+    is elapsed time. With `at`, the result is that clock time on the day
+    reached. A wall time that falls twice means the first; one that does not
+    exist is read with the offset from before the change.
+    """
+    wall = moment.astimezone(tz).replace(tzinfo=None) - timedelta(days=ahead.days)
+    if at is not None:
+        wall = datetime.combine(wall.date(), at)
+    return wall.replace(tzinfo=tz).astimezone(UTC) - timedelta(seconds=ahead.seconds)
 
 
 def cron(expr: str, tz: ZoneInfo) -> BaseTrigger:
@@ -137,13 +163,16 @@ def fire_times(trigger: BaseTrigger, start: datetime, end: datetime) -> list[dat
     On the day clocks go back a wall-clock time happens twice; it fires only
     the first time, so a daily 01:30 post is sent once, whatever the window.
     """
-    times: list[datetime] = []
+    return list(itertools.takewhile(lambda fire: fire < end, fires(trigger, start)))
+
+
+def fires(trigger: BaseTrigger, start: datetime) -> Iterator[datetime]:
+    """Fire times of `trigger` from `start` on (aware UTC), as `fire_times` counts them."""
     fire = trigger.get_next_fire_time(None, start)
-    while fire is not None and fire < end:
+    while fire is not None:
         if not _repeated_wall_time(fire):
-            times.append(fire.astimezone(UTC))
+            yield fire.astimezone(UTC)
         fire = trigger.get_next_fire_time(fire, fire)
-    return times
 
 
 def _repeated_wall_time(moment: datetime) -> bool:

@@ -28,6 +28,15 @@ TOKEN2 = "EAAB-OTHER-TOKEN-222"
 MASTO_TOKEN = "MASTO-SECRET-CANARY"
 BSKY_PASSWORD = "bsky-app-pass-canary"
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+SAMPLE_ENV = {"FB_PAGE_ID": "1234567890", "FB_PAGE_ACCESS_TOKEN": TOKEN}
+SAMPLE_HEAD = """\
+timezone: Europe/London
+targets:
+  police-page:
+    adapter: facebook_page
+    page_id: ${FB_PAGE_ID}
+    access_token: ${FB_PAGE_ACCESS_TOKEN}
+"""  # lines 1-6 of a jobs file like the sample's, secrets from SAMPLE_ENV
 FAST_ENV = {
     "OYEZ_SWEEP_SECONDS": "1",
     "OYEZ_WATCH_SECONDS": "0.2",

@@ -79,7 +79,7 @@ ERRORS = [
     pytest.param(HEAD + post(at=T, targets="[page, nope]", message="hi"), 10, "unknown target 'nope'",
                  id="unknown-target"),
     pytest.param(head("myspace") + NONE, 4,
-                 "unknown adapter 'myspace' (known: bluesky, facebook_page, mastodon, webhook)",
+                 "unknown adapter 'myspace' (known adapters: bluesky, facebook_page, mastodon, webhook)",
                  id="unknown-adapter"),
     pytest.param(HEAD + event(on_start="'hi {nope}'"), 12, "unknown template field {nope}",
                  id="unknown-template-field"),
@@ -141,9 +141,10 @@ def test_missing_env_variable_is_an_error_at_its_line() -> None:
 
 def test_missing_env_variable_is_only_a_warning_when_not_strict() -> None:
     parsed = config.parse((HEAD + NONE).encode(), env={}, strict_env=False)
+    note = "is not set (needed to send; fine for a review or a dry run)"
     assert parsed.warnings == (
-        "jobs.yaml:5: environment variable FB_PAGE_ID is not set",
-        "jobs.yaml:6: environment variable FB_PAGE_ACCESS_TOKEN is not set",
+        f"jobs.yaml:5: environment variable FB_PAGE_ID {note}",
+        f"jobs.yaml:6: environment variable FB_PAGE_ACCESS_TOKEN {note}",
     )
     assert parsed.targets["page"].settings.page_id == "${FB_PAGE_ID}"  # type: ignore[attr-defined]
 
@@ -200,7 +201,7 @@ def test_env_variables_are_not_expanded_outside_targets() -> None:
 
 
 TWO_TARGETS = head("facebook_page", "  other:", "    adapter: facebook_page", "    page_id: '2'",
-                   "    access_token: other-token")  # lines 1-10
+                   "    access_token: ${FB_PAGE_ACCESS_TOKEN}")  # lines 1-10
 
 
 @pytest.mark.parametrize(("text", "targets"), [

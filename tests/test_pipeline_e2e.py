@@ -82,6 +82,13 @@ posts:
     [dry] = daemon.deliveries(dry_run=True)
     assert dry.status == "sent" and dry.remote_id and dry.remote_id.startswith("dry-run")
     assert daemon.deliveries(dry_run=False) == []
+    log = daemon.log()  # a short plan first, then words that do not read as if it posted
+    assert "coming up (the next 1 post; `oyez plan` lists them all):" in log
+    assert "tip -> page111: 'Lock your car'" in log
+    assert "would post post:tip:page111 to page111 now (dry run: nothing was sent;" in log
+    assert "sent post:tip" not in log
+    assert "sent (dry run)" in daemon.cli("history").stdout
+    assert "dry-run deliveries (printed, not posted): 1 sent" in daemon.cli("status").stdout
 
     # a later real run is not fooled by the dry run: the post (still within grace) goes out once
     daemon.start()

@@ -15,13 +15,14 @@ targets:
   page:
     adapter: facebook_page
     page_id: "111"
-    access_token: token-111
+    access_token: ${TOKEN_111}
 """
+PLAN_ENV = {"TOKEN_111": "token-111", "TOKEN_222": "token-222"}
 SECOND_TARGET = """\
   other:
     adapter: facebook_page
     page_id: "222"
-    access_token: token-222
+    access_token: ${TOKEN_222}
 """
 CHAT = """\
 live_events:
@@ -54,7 +55,7 @@ YEAR_2030 = (utc(2030, 1, 1), utc(2031, 1, 1))
 
 def expand(body: str, start: datetime = YEAR_2030[0], end: datetime = YEAR_2030[1],
            head: str = HEAD) -> list[Occurrence]:
-    return plan.expand(config.parse((head + body).encode()), start, end)
+    return plan.expand(config.parse((head + body).encode(), env=PLAN_ENV), start, end)
 
 
 SCHEDULE = """\

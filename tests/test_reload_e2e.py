@@ -54,6 +54,7 @@ def test_broken_saves_keep_the_last_good_schedule(graph: FakeGraph, daemon: Daem
         head + "  - id: x\n    at: 2027-01-01 09:00\n    message: [1, 2]\n",
         head + "  - id: x\n    at: 2027-01-01 09:00\n    message: m\n    colour: red\n",
         head + "  - id: x\n    at: 2027-01-01 09:00\n    message: m\n    targets: [nope]\n",
+        head + "  - id: x\n    at: 2027-01-01 09:00\n    message: m\n    link: https://[bad/\n",
         good.replace("TOKEN_111", "TOKEN_UNSET"),  # missing env variable
         "",  # emptied mid-save
         "targets: {}\n",
@@ -87,6 +88,7 @@ def test_broken_saves_keep_the_last_good_schedule(graph: FakeGraph, daemon: Daem
     plan = daemon.cli("plan", "-c", str(daemon.jobs), check=False)
     assert plan.returncode == 1 and "is NOT running: invalid since" in plan.stderr
     assert daemon.log().count("still running the last good schedule") == len(broken)
+    assert "link: bad URL 'https://[bad/'" in daemon.log() and "Traceback" not in daemon.log()
     assert set(status_of(daemon, "p0") + status_of(daemon, "p5")) == {"sent"}
     daemon.write(good + post("later", soon(4), "the next valid save"))
     assert graph.wait_for_posts(7, timeout=15)[-1].message == "the next valid save"

@@ -16,7 +16,7 @@ from scheduler.cli import main
 
 SAMPLE = (Path(__file__).resolve().parent.parent / "jobs.yaml").read_bytes()
 ON_START = b'on_start: "We\'re live now: {title}. Post your questions below."'
-LOCATED = re.compile(r"^jobs\.yaml:\d+: ")
+LOCATED = re.compile(r"^\S*jobs\.yaml:\d+: ")  # the path as given, then the line
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
