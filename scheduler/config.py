@@ -483,7 +483,7 @@ class _Builder:
             adapter = self.adapters.get(name)
             problem = text_problem(adapter, message) if adapter else None
             if problem is not None:
-                self.fail(path, f"{path[-1]}: too long for target {name}: {problem}")
+                self.fail(path, f"too long for target {name}: {problem}")
 
     def post(self, spec: _PostSpec, path: yamlfile.Path, default_tz: ZoneInfo,
              known_targets: Mapping[str, Any]) -> Post | None:

@@ -61,8 +61,8 @@ def test_the_adapter_declares_its_message_limit_and_validate_checks_it() -> None
     ok = "x" * 63_206
     assert parse(HEAD + f"posts:\n  - id: a\n    at: 2030-01-01 09:00\n    message: {ok}\n")
     [problem] = problems(HEAD + f"posts:\n  - id: a\n    at: 2030-01-01 09:00\n    message: {ok}y\n")
-    assert problem == ("jobs.yaml:10: message: 63,207 characters is over facebook_page's limit of "
-                       "63,206 (target police-page)")
+    assert problem == ("jobs.yaml:10: too long for target police-page: 63,207 characters, over the "
+                       "limit of 63,206")
 
 
 def test_a_live_event_message_is_checked_as_it_will_be_published() -> None:
@@ -70,7 +70,7 @@ def test_a_live_event_message_is_checked_as_it_will_be_published() -> None:
     body = (f"live_events:\n  - id: ev\n    title: {title}\n    starts: 2030-01-02 18:00\n"
             "    ends: 2030-01-02 19:00\n    on_start: '{title} {title}'\n")
     [problem] = problems(HEAD + body)
-    assert problem.startswith("jobs.yaml:12: on_start: 80,001 characters is over")
+    assert problem.startswith("jobs.yaml:12: too long for target police-page: 80,001 characters")
 
 
 def test_a_template_field_in_a_plain_post_is_pointed_out() -> None:
