@@ -166,7 +166,7 @@ def test_two_daemons_sharing_a_database_never_double_post(graph: FakeGraph, daem
     time.sleep(1.5)
     for proc in (first, second):
         proc.terminate()
-        assert proc.wait(20) == 0
+        assert proc.wait(20) == 0, daemon.log()[-4000:]
     assert len(graph.posts) == 30
     assert len({(p.page_id, p.message) for p in graph.posts}) == 30
 

@@ -50,7 +50,7 @@ def test_an_edit_saved_while_the_ledger_is_locked_is_applied_once_it_is_free(
         daemon.write(head + post("changed", due, "new text") + post("added", due, "added meanwhile"))
         assert daemon.wait_log("NOT applied, still running the last good schedule", timeout=20)
         status = daemon.cli("status", "-c", str(daemon.jobs), check=False).stdout
-        assert "has not been loaded yet" in status and "is the running schedule" not in status
+        assert "has not been loaded" in status and "is the running schedule" not in status
     assert daemon.wait_log("reload jobs.yaml: 1 added, 1 changed, 1 cancelled", timeout=20)
     posts = graph.wait_for_posts(2, timeout=30)
     assert wait_until(lambda: rows(daemon).get("added", ("",))[0] == "sent", 10)

@@ -332,7 +332,7 @@ def test_a_preview_sync_does_not_wait_for_a_writer(ledger: Ledger) -> None:
 
 
 def test_the_readme_example_is_a_valid_jobs_file() -> None:
-    [example] = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    example = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]  # the first
     cfg = config.parse(example.encode(), env=ENV)
     assert cfg.live_events[0].image and cfg.posts[1].start is not None
     assert cfg.warnings == ()

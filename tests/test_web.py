@@ -98,7 +98,7 @@ def test_timeline_shows_each_status_the_live_event_as_one_block_and_past_outcome
     assert [m for m in re.findall(r'<span class="kind">(\w+)</span> to', block[1])] == [
         "reminder", "reminder", "live", "thanks"]  # its posts around it, in time order
     # its posts on the event's day are only in the block; the two-day reminder is on its own day too
-    assert page.count("live now: Facebook live chat") == 1 and page.count("Thursday 6PM") == 2
+    assert page.count("live now: Facebook live chat") == 1 and page.count("Thursday 6pm") == 2
     for word in ("sent", "failed", "missed", "pending", "cancelled"):
         assert re.search(rf'<span class="icon" aria-hidden="true">.</span> {word}</span>', page), word
     assert 'href="https://www.facebook.com/123_456">view the post on the network</a>' in page
