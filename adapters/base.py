@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import requests
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +24,8 @@ __all__ = [
     "PermanentError",
     "PublishError",
     "Published",
+    "TokenInspector",
+    "TokenStatus",
     "TransientError",
 ]
 
@@ -81,4 +83,28 @@ class Adapter(Protocol):
 
     def check(self) -> str:
         """Verify the credentials; return the account's display name. Raises like `publish`."""
+        ...
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What the network says about a target's token.
+
+    `expires_at` is None when the token does not expire; `missing_scopes` lists
+    the permissions publishing needs that the token lacks; `problem` is the
+    network's reason when `valid` is False.
+    """
+
+    valid: bool
+    expires_at: datetime | None = None
+    missing_scopes: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+@runtime_checkable
+class TokenInspector(Protocol):
+    """An adapter that can say when its token expires and what it may do (optional)."""
+
+    def token_status(self) -> TokenStatus:
+        """Ask the network about the token. Raises like `Adapter.publish` if it cannot."""
         ...

@@ -13,7 +13,7 @@ from typing import Any
 
 from dotenv import load_dotenv
 
-from . import clock, config, entry, plan, report, times
+from . import clock, config, entry, logs, plan, report, times
 from .errors import ConfigError, OyezError
 from .secrets import RedactingFilter
 from .settings import Settings
@@ -27,8 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.func is not cmd_run:
         entry.release()  # a stop signal that came while importing stops this command as usual
-    _logging(args.log_level)
     try:
+        _logging(Settings.from_env(log_level=args.log_level, log_format=args.log_format))
         return int(args.func(args))
     except ConfigError as exc:
         for problem in exc.problems:
@@ -44,8 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oyez", description="Publish scheduled social-media "
                                      "posts and live-event announcements on time.")
-    parser.add_argument("--log-level", default=os.environ.get("OYEZ_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log verbosity (env OYEZ_LOG_LEVEL; default INFO)")
+    parser.add_argument("--log-format", choices=["text", "json"],
+                        help="text lines, or one JSON object per line (env OYEZ_LOG_FORMAT; default text)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, *, cfg: bool = True, db: bool = True) -> Any:
@@ -84,17 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     p = command("diff", "Show what a candidate jobs.yaml would add, cancel and change.")
     p.set_defaults(func=cmd_diff)
 
-    p = command("check", "Ask each target's network whether its credentials work.", db=False)
+    p = command("check", "Ask each target's network whether its token works, may publish and "
+                "when it expires (exit 1 if one needs attention).", db=False)
     p.set_defaults(func=cmd_check)
     return parser
 
 
-def _logging(level: str) -> None:
+def _logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logs.formatter(settings.log_format))
     handler.addFilter(RedactingFilter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("apprise").setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -141,7 +145,13 @@ def _when(text: str, cfg: config.Config) -> datetime:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
-    return Daemon(args.config, _settings(args), dry_run=args.dry_run).run()
+    daemon = Daemon(args.config, _settings(args), dry_run=args.dry_run)
+    status = daemon.run()
+    if daemon.in_flight_at_exit:  # don't let the interpreter wait for their worker threads
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(status)
+    return status
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -167,7 +177,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    results = report.check_targets(config.load(args.config))
-    for name, ok, detail in results:
-        print(f"{name}: {'OK' if ok else 'FAILED'}: {detail}")
-    return 0 if all(ok for _, ok, _ in results) else 1
+    from adapters import http as web
+
+    cfg = config.load(args.config)
+    with web.session() as http:
+        rows = report.check_tokens(cfg, http, clock.now())
+    print(report.check_text(rows))
+    return 0 if all(row.ok for row in rows) else 1

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections import Counter
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import requests
+
 import adapters
+from adapters.base import TokenInspector
 
 from . import clock, config, plan
-from .errors import PublishError
+from .errors import AuthError, PublishError
 from .settings import Settings
 
 if TYPE_CHECKING:  # the database layer is imported only by commands that open a ledger
@@ -205,16 +210,65 @@ def diff_text(cfg: config.Config, db: str) -> str:
     return "\n".join(lines) or "no changes"
 
 
-def check_targets(cfg: config.Config) -> list[tuple[str, bool, str]]:
-    """(target, ok, account name or error) for every target, asking its network."""
-    from adapters import http as web
+EXPIRY_WARNING = timedelta(days=7)
 
-    results = []
-    with web.session() as http:
-        for name, target in cfg.targets.items():
-            try:
-                who = adapters.get(target.adapter)(target.settings, http).check()
-                results.append((name, True, who))
-            except PublishError as exc:
-                results.append((name, False, str(exc)))
-    return results
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """One row of `oyez check`: state is ok, `expires in N days`, invalid, `missing scope X`
+    or unknown (the network could not be asked)."""
+
+    target: str
+    state: str
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing needs doing."""
+        return self.state == "ok"
+
+
+def check_tokens(cfg: config.Config, http: requests.Session, now: datetime) -> list[TokenCheck]:
+    """Ask each target's network whether its token works, what it may do and when it expires."""
+    return [_check_one(name, target, http, now) for name, target in cfg.targets.items()]
+
+
+def _check_one(name: str, target: config.Target, http: requests.Session, now: datetime) -> TokenCheck:
+    adapter = adapters.get(target.adapter)(target.settings, http)
+    renew = "Fix: issue a new Page access token and update it in .env, then restart oyez"
+    try:
+        who = adapter.check()
+    except AuthError as exc:
+        return TokenCheck(name, "invalid", str(exc))
+    except PublishError as exc:
+        return TokenCheck(name, "unknown", f"could not ask: {exc}")
+    if not isinstance(adapter, TokenInspector):
+        return TokenCheck(name, "ok", f"{who}; expiry not known for {target.adapter}")
+    try:
+        status = adapter.token_status()
+    except PublishError as exc:
+        return TokenCheck(name, "unknown", f"{who}; could not ask when the token expires: {exc}")
+    if not status.valid:
+        return TokenCheck(name, "invalid", f"{status.problem}. {renew}")
+    if status.missing_scopes:
+        scopes = ", ".join(status.missing_scopes)
+        return TokenCheck(name, f"missing scope {scopes}", f"{who}: the token may not publish. Fix: "
+                          f"grant the app {scopes}, then issue a new Page access token for .env")
+    if status.expires_at is None:
+        return TokenCheck(name, "ok", f"{who}; never expires")
+    left = status.expires_at - now
+    days = max(0, math.ceil(left / timedelta(days=1)))
+    when = f"expires {status.expires_at:%Y-%m-%d %H:%M}Z"
+    if left > EXPIRY_WARNING:
+        return TokenCheck(name, "ok", f"{who}; {when} (in {days} days)")
+    return TokenCheck(name, f"expires in {days} day{'s' * (days != 1)}", f"{who}; {when}. {renew} "
+                      "(a Page token from a long-lived user token does not expire)")
+
+
+def check_text(rows: list[TokenCheck]) -> str:
+    """`oyez check` as a table: target, token state, detail."""
+    width = max([len("target"), *(len(r.target) for r in rows)])
+    state = max([len("token"), *(len(r.state) for r in rows)])
+    lines = [f"{'target':<{width}}  {'token':<{state}}  detail"]
+    lines += [f"{r.target:<{width}}  {r.state:<{state}}  {r.detail}" for r in rows]
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,6 +23,12 @@ ENV_NAMES = {
     "retry_cap_seconds": "OYEZ_RETRY_CAP_SECONDS",
     "lease_seconds": "OYEZ_LEASE_SECONDS",
     "horizon_days": "OYEZ_HORIZON_DAYS",
+    "log_level": "OYEZ_LOG_LEVEL",
+    "log_format": "OYEZ_LOG_FORMAT",
+    "alert_batch_seconds": "OYEZ_ALERT_BATCH_SECONDS",
+    "alert_timeout_seconds": "OYEZ_ALERT_TIMEOUT_SECONDS",
+    "token_check_hours": "OYEZ_TOKEN_CHECK_HOURS",
+    "stop_seconds": "OYEZ_STOP_SECONDS",
 }
 
 
@@ -40,6 +47,12 @@ class Settings(BaseModel):
     retry_cap_seconds: float = Field(default=900.0, gt=0)
     lease_seconds: float = Field(default=300.0, gt=0)
     horizon_days: float = Field(default=7.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    alert_batch_seconds: float = Field(default=10.0, ge=0)  # a burst within this is one alert
+    alert_timeout_seconds: float = Field(default=30.0, gt=0)  # per channel, per alert
+    token_check_hours: float = Field(default=24.0, gt=0)  # how often the daemon checks tokens
+    stop_seconds: float = Field(default=10.0, ge=0)  # how long sends in flight may finish at stop
 
     @property
     def lease(self) -> timedelta:
