@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -89,6 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     p = command("check", "Ask each target's network whether its token works, may publish and "
                 "when it expires (exit 1 if one needs attention).", db=False)
     p.set_defaults(func=cmd_check)
+
+    p = command("alerts", "Send a test message to every channel in the alerts: section.", db=False)
+    p.add_argument("action", choices=["test"], help="what to do: test")
+    p.set_defaults(func=cmd_alerts)
+
+    p = command("send", "Publish one post from jobs.yaml now (its scheduled time then sends nothing).")
+    p.add_argument("id", help="the post's id in jobs.yaml")
+    p.add_argument("--target", help="only to this target (default: all of the post's targets)")
+    p.add_argument("--dry-run", action="store_true", help="print the post instead of sending it")
+    p.set_defaults(func=cmd_send)
+
+    p = command("import", "Append one-off posts from a CSV file (id, at, targets, message, link, "
+                "image) to jobs.yaml, keeping its comments and layout.", db=False)
+    p.add_argument("csv", help="the CSV file (UTF-8, with a header row)")
+    p.set_defaults(func=cmd_import)
     return parser
 
 
@@ -184,3 +200,37 @@ def cmd_check(args: argparse.Namespace) -> int:
         rows = report.check_tokens(cfg, http, clock.now())
     print(report.check_text(rows))
     return 0 if all(row.ok for row in rows) else 1
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from . import alerts
+
+    cfg = config.load(args.config)
+    if not cfg.alerts:
+        raise OyezError(f"{args.config} has no alerts: section (a list of Apprise URLs)")
+    results = alerts.send(cfg.alerts, "oyez: test alert",
+                          f"A test message from `oyez alerts test` on {socket.gethostname()}.",
+                          _settings(args).alert_timeout_seconds)
+    for i, (url, ok) in enumerate(zip(cfg.alerts, results, strict=True)):
+        print(f"channel {i + 1} ({alerts.scheme(url)}): {'sent' if ok else 'FAILED'}")
+    return 0 if all(results) else 1
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from .sendnow import send_now
+
+    cfg = config.load(args.config, strict_env=not args.dry_run)
+    rows = send_now(cfg, _settings(args), args.id, args.target, clock.now(), dry_run=args.dry_run,
+                    out=sys.stdout)
+    for row in rows:
+        outcome = row.remote_id if row.status == "sent" else row.error or "not sent"
+        print(f"{row.key}: {row.status}: {outcome}")
+    return 0 if all(row.status == "sent" for row in rows) else 1
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_csv
+
+    added = import_csv(args.csv, args.config)
+    print(f"{args.config}: appended {_n(added, 'post')} from {args.csv}")
+    return 0
