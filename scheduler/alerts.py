@@ -70,8 +70,12 @@ def quiet_apprise() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def send(urls: Sequence[SecretStr], title: str, body: str, timeout: float) -> list[bool]:
-    """Send one message to each URL at once; wait at most `timeout` s; True where it went out."""
+def send(urls: Sequence[SecretStr], title: str, body: str, timeout: float,
+         level: str = "info") -> list[bool]:
+    """Send one message to each URL at once; wait at most `timeout` s; True where it went out.
+
+    `level` is Apprise's notify type (info, success, warning, failure): some channels colour it.
+    """
     import apprise
 
     results = [False] * len(urls)
@@ -79,7 +83,8 @@ def send(urls: Sequence[SecretStr], title: str, body: str, timeout: float) -> li
     def one(i: int) -> None:
         channel = apprise.Apprise()
         channel.add(urls[i].get_secret_value())
-        results[i] = bool(channel.notify(title=title, body=body))
+        results[i] = bool(channel.notify(title=title, body=body, body_format=apprise.NotifyFormat.TEXT,
+                                           notify_type=level))
 
     threads = [threading.Thread(target=one, args=(i,), name=f"oyez-alert-{i}", daemon=True)
                for i in range(len(urls))]
@@ -222,5 +227,6 @@ class Alerts:
         if not self.urls:
             log.warning("%s (no alerts: channels in jobs.yaml, so nobody was told)", title)
             return
-        sent = sum(send(self.urls, title, body, self.timeout))
+        level = "failure" if claimed.opened else "success"
+        sent = sum(send(self.urls, title, body, self.timeout, level))
         log.info("alert sent to %d of %d channels: %s", sent, len(self.urls), title)
