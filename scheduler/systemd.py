@@ -31,6 +31,7 @@ class Notifier:
             return False
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock, \
                 contextlib.suppress(OSError):
-            sock.sendto(state.encode(), self.address)
+            # never block: a manager that is not reading must not stall the daemon
+            sock.sendto(state.encode(), socket.MSG_DONTWAIT, self.address)
             return True
         return False
