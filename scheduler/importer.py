@@ -143,6 +143,8 @@ def wall_clock(text: str) -> str:
 def append_posts(text: str, posts: list[CommentedMap], name: str) -> tuple[str, list[tuple[int, int]]]:
     """`text` with `posts` appended to its posts: list, and the 1-based lines [first, last]
     of each new one."""
+    crlf = "\r\n" in text
+    text = text.replace("\r\n", "\n")  # ruamel keeps layout best with plain line ends
     try:
         _, indent, dash = load_yaml_guess_indent(text)
         yaml = YAML(typ="rt")
@@ -165,14 +167,13 @@ def append_posts(text: str, posts: list[CommentedMap], name: str) -> tuple[str, 
     out = io.StringIO()
     yaml.dump(data, out)
     updated = out.getvalue()
-    if "\r\n" in text:
-        updated = updated.replace("\r\n", "\n").replace("\n", "\r\n")
     reread = yaml.load(updated)
     keys = list(reread)
     after = keys.index("posts") + 1
     end = reread.lc.key(keys[after])[0] if after < len(keys) else len(updated.splitlines())
     starts = [reread["posts"].lc.item(i)[0] + 1 for i in range(before, len(reread["posts"]))]
-    return updated, list(zip(starts, [*(s - 1 for s in starts[1:]), end], strict=True))
+    spans = list(zip(starts, [*(s - 1 for s in starts[1:]), end], strict=True))
+    return (updated.replace("\n", "\r\n") if crlf else updated), spans
 
 
 def _move_trailing_comment(last: Any, new_last: CommentedMap) -> None:
