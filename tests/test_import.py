@@ -62,13 +62,13 @@ def write_csv(path: Path, *rows: str) -> Path:
 
 def test_import_appends_only_the_new_posts_keeping_comments_and_order(tmp_path: Path, jobs: Path) -> None:
     write_csv(tmp_path / "posts.csv",
-          "id,at,targets,message,link,image",
-          'chat-reminder,14/01/2027 17:00,page-a;page-b,"Live chat at 6pm, bring questions",'
-          "https://example.org/chat,",
-          'chat-thanks,2027-01-14 19:05,page-b,"Thanks, all.\r\nSee you next time.",,'
-          "https://example.org/t.jpg",
-          "evening,15/01/2027 6:30 PM,page-a,Évening café post ☕,,",
-                    ",,,,,")  # an empty row, as spreadsheets leave them
+              "id,at,targets,message,link,image",
+              'chat-reminder,14/01/2027 17:00,page-a;page-b,"Live chat at 6pm, bring questions",'
+              "https://example.org/chat,",
+              'chat-thanks,2027-01-14 19:05,page-b,"Thanks, all.\r\nSee you next time.",,'
+              "https://example.org/t.jpg",
+              "evening,15/01/2027 6:30 PM,page-a,Évening café post ☕,,",
+              ",,,,,")  # an empty row, as spreadsheets leave them
     result = oyez("import", "posts.csv", "-c", "jobs.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "jobs.yaml: appended 3 posts from posts.csv\n"
