@@ -121,3 +121,30 @@ def test_hanging_alert_channel_does_not_delay_a_post(graph: FakeGraph, daemon: D
         assert rows["dup"].status == "failed"
         assert rows["next"].status == "sent" and (rows["next"].lateness_ms or 0) < 1000, rows["next"]
         assert daemon.stop() == 0
+
+
+def test_expiring_token_missed_post_and_abandoned_send_each_alert(graph: FakeGraph, daemon: DaemonProcess,
+                                                                  hook: JsonReceiver) -> None:
+    graph.set_token_info("111", expires_at=int(time.time() + 3 * 86400 - 60))
+    graph.fail_next(Fault.timeout(30, create=True))  # the first post hangs: killed mid-send
+    daemon.env.update(ALERT_ENV, HOOK_URL=hook.url)
+    daemon.write(targets_yaml(graph, "111") + "alerts: [\"${HOOK_URL}\"]\nposts:\n"
+                 f"  - {{id: late, at: '{iso(soon(-120))}', grace: 1m, message: too late}}\n"
+                 f"  - {{id: stuck, at: '{iso(soon(3))}', message: stuck in flight}}\n")
+    daemon.start(env={"OYEZ_NODE": "host-a"})  # a fixed node name, as under systemd
+
+    def problems() -> Counter[str]:
+        return tagged(hook.texts(), "PROBLEM")
+
+    assert wait_until(lambda: {"token:page111", "missed:post:late:page111"} <= set(problems()), 20), \
+        hook.texts()
+    assert "expires in 3 days" in "\n".join(hook.texts())
+    assert wait_until(lambda: len(graph.posts) == 1, 20)
+    daemon.kill()
+    daemon.start(env={"OYEZ_NODE": "host-a"})
+    assert wait_until(lambda: "abandoned:post:stuck:page111" in problems(), 20), hook.texts()
+    assert wait_until(lambda: [d.status for d in daemon.deliveries()] == ["sent", "missed"], 20)
+    assert len(graph.posts) == 1  # found on the page after the restart, not posted again
+    assert daemon.stop() == 0
+    assert problems() == Counter({"token:page111": 1, "missed:post:late:page111": 1,
+                                  "abandoned:post:stuck:page111": 1})
