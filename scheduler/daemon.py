@@ -28,7 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from adapters import http as web
 
 from . import clock, config, entry, plan, report, times
-from .alerts import ABANDONED, MISSED, RELOAD, TOKEN, Alerts
+from .alerts import ABANDONED, MISSED, RELOAD, TOKEN, UNHEALTHY, Alerts
 from .delivery import Publisher
 from .errors import ConfigError
 from .incidents import Incidents
@@ -317,6 +317,8 @@ class Daemon:
         for row in report.check_tokens(cfg, self.http, clock.now()):
             if row.ok:
                 self.alerts.resolve(TOKEN, row.target, "token works again")
+                if not self.publisher.is_unhealthy(row.target):  # its settings were changed
+                    self.alerts.resolve(UNHEALTHY, row.target, "token works again")
             elif row.state != "unknown":  # a network that cannot be asked is not news
                 log.warning("token of %s: %s: %s", row.target, row.state, row.detail)
                 self.alerts.raise_(TOKEN, row.target, f"{row.target}: {row.state}: {row.detail}")
