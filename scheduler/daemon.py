@@ -308,7 +308,6 @@ class Daemon:
             if not self.publisher.is_unhealthy(row.target) or self.dry_run:
                 self.publisher.enqueue(row.id, row.target)
 
-
     def check_tokens(self) -> None:
         """Ask each target's network about its token; alert on trouble, resolve when fixed."""
         cfg = self.config

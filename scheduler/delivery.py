@@ -254,8 +254,10 @@ class Publisher:
             values = {"status": "failed", "error": error}
             log.error("%s to %s failed: %s", row.key, row.target, error,
                       extra=_fields(row, "failed", lateness_ms))
+        recorded = self.ledger.finish(row, self.settings.node, attempt, **values)
+        if recorded and values["status"] == "failed":  # only the claim's holder tells
             self.alerts.raise_(FAILED, row.key, f"{row.key} to {row.target}: {error}", event=True)
-        if self.ledger.finish(row, self.settings.node, attempt, **values) and "next_attempt_at" in values:
+        if recorded and "next_attempt_at" in values:
             assert row.id is not None
             self.wake(row.id, row.target, values["next_attempt_at"])
 
