@@ -309,7 +309,7 @@ class _Builder:
         """Expand and check one Apprise URL; a problem names its scheme only, never the URL."""
         expanded: dict[str, str] = {}
         value = self.expand(url, path, expanded)
-        for secret in (*expanded.values(), urlsplit(value).password or ""):
+        for secret in (*expanded.values(), urlsplit(value).password or "", value):
             secrets.register(secret)
         if not _ENV_VAR.search(value):  # left unexpanded in a dry run: nothing to check yet
             problem = alerts.url_problem(value)
