@@ -1,13 +1,15 @@
 """`oyez send ID`: publish one post from jobs.yaml now, through the ledger and its claims.
 
 The post's own ledger row is used, so its scheduled time cannot send it again:
-- a one-off post: its row `post:{id}:{target}` has its due time moved to now;
-  once sent, the daemon's scheduled wake-up finds it sent and does nothing;
-- a cron post: the row of its *next* occurrence is moved to now, so that
+- a one-off post: its row `post:{id}:{target}` is made due now;
+- a cron post: the row of its *next* occurrence is made due now, so that
   occurrence is the one sent (the following ones go out as usual).
-The row is then claimed and sent like any other (the same claim, fencing,
-retries and alerts). Refused: a post already sent (give it a new id) or being
-sent right now by a daemon.
+The row is then claimed and sent like any other (the same claim, fencing and
+alerts). Once sent, the row gets its planned time back (`sent_at` says when it
+went): the daemon's wake-up at that time finds it sent and does nothing, and a
+reload sees nothing moved. If it was not sent, a retry is left to the running
+daemon (due now); a failure goes back to its planned time at the next reload.
+Refused: a post already sent (give it a new id) or being sent right now.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def send_now(cfg: Config, settings: Settings, job_id: str, target: str | None, n
     if target is not None and target not in post.targets:
         raise OyezError(f"post {job_id!r} does not go to {target!r} (its targets: "
                         f"{', '.join(post.targets)})")
-    occurrences = [dataclasses.replace(o, due=now, deadline=now + post.grace)
-                   for o in _next(cfg, post, now) if target in (None, o.target)]
+    planned = [o for o in _next(cfg, post, now) if target in (None, o.target)]
+    occurrences = [dataclasses.replace(o, due=now, deadline=now + post.grace) for o in planned]
     ledger = Ledger(settings.db)
     alerts = Alerts(None if dry_run else Incidents(ledger), settings.node, batch_seconds=0,
                     poll_seconds=1, timeout=1)  # no thread: a running daemon sends the alerts
@@ -59,8 +61,9 @@ def send_now(cfg: Config, settings: Settings, job_id: str, target: str | None, n
     try:
         publisher.use(cfg)
         ids = [_bring_forward(ledger, occ, now, dry_run) for occ in occurrences]
-        for delivery_id, occ in zip(ids, occurrences, strict=True):
+        for delivery_id, occ in zip(ids, planned, strict=True):
             publisher.deliver(delivery_id, occ.target)
+            _keep_planned_time(ledger, delivery_id, occ)
         with ledger.session() as s:
             return [row for i in ids if (row := s.get(Delivery, i)) is not None]
     finally:
@@ -78,6 +81,13 @@ def _next(cfg: Config, post: Post, now: datetime) -> list[plan.Occurrence]:
         raise OyezError(f"post {post.id!r} has no occurrence left (until {post.until:%Y-%m-%d})")
     first = upcoming[0].due
     return [o for o in upcoming if o.due == first]
+
+
+def _keep_planned_time(ledger: Ledger, delivery_id: int, occ: plan.Occurrence) -> None:
+    """A sent row keeps the time jobs.yaml gives it, so a reload sees nothing moved."""
+    with ledger.transaction() as conn:
+        conn.execute(update(_D).where(_D.c.id == delivery_id, _D.c.status == "sent")
+                     .values(due_at=occ.due, deadline=occ.deadline))
 
 
 def _bring_forward(ledger: Ledger, occ: plan.Occurrence, now: datetime, dry_run: bool) -> int:

@@ -24,6 +24,11 @@ def test_send_now_then_the_running_daemon_does_not_send_it_at_its_time(graph: Fa
     assert len(graph.posts) == 1
     [row] = daemon.deliveries()
     assert row.status == "sent" and row.remote_id == post.id and row.attempts == 1
+    assert row.due_at == due.replace(microsecond=due.microsecond // 1000 * 1000)  # as planned
+    assert row.sent_at is not None and row.sent_at < row.due_at
+    daemon.write(daemon.jobs.read_text() + "# touched\n")  # a reload sees nothing moved
+    assert wait_until(lambda: daemon.log().count("reload jobs.yaml: 0 added, 0 changed") == 1, 20)
+    assert "already sent; its new time is ignored" not in daemon.log()
     again = daemon.cli("send", "fix", "-c", "jobs.yaml", check=False)
     assert again.returncode == 1 and "already sent" in again.stderr and "new id" in again.stderr
     assert len(graph.posts) == 1
