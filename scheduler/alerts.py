@@ -195,7 +195,7 @@ class Alerts:
         """Load the open incidents and start the alert thread."""
         if self.incidents is None:
             return
-        self._open = self.incidents.open_keys()
+        self._open = {i.key for i in self.incidents.still_open()}
         self._thread = threading.Thread(target=self._run, name="oyez-alerts", daemon=True)
         self._thread.start()
 
@@ -214,7 +214,7 @@ class Alerts:
                 return
             self._wake.clear()
             try:
-                self._open = self.incidents.open_keys()  # incl. those other daemons opened
+                self._open = {i.key for i in self.incidents.still_open()}  # incl. those other daemons opened
                 claimed = self.incidents.claim(self.node, clock.now())
             except Exception:
                 log.exception("could not read incidents; trying again in %gs", self.poll_seconds)

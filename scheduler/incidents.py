@@ -74,10 +74,11 @@ class Incidents:
                                 .values(resolved_at=now, resolution=resolution))
             return bool(done.rowcount == 1)
 
-    def open_keys(self) -> set[str]:
-        """Keys of the incidents still open."""
+    def still_open(self) -> list[Incident]:
+        """The incidents not resolved yet, oldest first."""
         with self.ledger.engine.connect() as conn:
-            return set(conn.execute(select(_I.c.key).where(_I.c.resolved_at.is_(None))).scalars())
+            rows = conn.execute(select(_I).where(_I.c.resolved_at.is_(None)).order_by(_I.c.opened_at))
+            return [Incident(**r._mapping) for r in rows]
 
     def claim(self, node: str, now: datetime) -> Claimed:
         """Take every alert not yet sent, for `node` to send; no other daemon gets them."""

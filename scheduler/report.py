@@ -186,6 +186,12 @@ def status_text(config_path: str, db: str) -> str:
     for name, health in sorted(ledger.unhealthy().items()):
         lines.append(f"target {name}: UNHEALTHY since {health.since:%Y-%m-%d %H:%M}Z: "
                      f"{health.reason}")
+    from .incidents import Incidents
+
+    for incident in Incidents(ledger).still_open():
+        told = f"alerted {incident.alerted_at:%Y-%m-%d %H:%M}Z" if incident.alerted_at else "not alerted yet"
+        lines.append(f"incident {incident.key}: open since {incident.opened_at:%Y-%m-%d %H:%M}Z, "
+                     f"seen {incident.count}x, {told}")
     counts = Counter(d.status for d in ledger.deliveries(dry_run=False))
     lines.append("deliveries: " + (", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
                                    or "none"))

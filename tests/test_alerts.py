@@ -29,12 +29,12 @@ def test_an_incident_alerts_once_across_daemons_and_once_when_resolved(ledger: L
         first = a.claim("node-a", T0)
         assert [i.key for i in first.opened] == ["unhealthy:page-a"] and first.opened[0].count == 2
         assert b.claim("node-b", T0) == Claimed([], [])  # already claimed by node-a
-        assert a.open_keys() == {"unhealthy:page-a"}
+        assert [i.key for i in a.still_open()] == ["unhealthy:page-a"]
         assert b.resolve("unhealthy", "page-a", "token works again", T0) is True
         assert a.resolve("unhealthy", "page-a", "token works again", T0) is False
         done = b.claim("node-b", T0)
         assert done.opened == [] and [i.resolution for i in done.resolved] == ["token works again"]
-        assert a.claim("node-a", T0) == Claimed([], []) and a.open_keys() == set()
+        assert a.claim("node-a", T0) == Claimed([], []) and a.still_open() == []
         assert a.open("unhealthy", "page-a", "refused again", T0 + timedelta(days=1)) is True  # anew
         assert [i.detail for i in b.claim("node-b", T0).opened] == ["refused again"]
     finally:
@@ -48,7 +48,7 @@ def test_an_event_alerts_once_and_never_resolves(ledger: Ledger) -> None:
     assert [i.key for i in claimed.opened] == ["failed:post:x:page-a"]
     title, body = compose(claimed, "n")
     assert title == "oyez: post failed: post:x:page-a" and "RESOLVED" not in body
-    assert incidents.claim("n", T0) == Claimed([], []) and incidents.open_keys() == set()
+    assert incidents.claim("n", T0) == Claimed([], []) and incidents.still_open() == []
 
 
 def test_a_burst_is_one_message_with_a_count(ledger: Ledger) -> None:
