@@ -19,7 +19,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -53,8 +52,7 @@ def url_problem(url: str) -> str | None:
         plugin = apprise.Apprise.instantiate(url)
     if plugin is not None:
         return None
-    scheme = urlsplit(url).scheme or "(none)"
-    return (f"not a notification URL Apprise can use (scheme {scheme!r}; "
+    return (f"not a notification URL Apprise can use (scheme {scheme(SecretStr(url))!r}; "
             "see https://github.com/caronc/apprise/wiki for the URL of each service)")
 
 
@@ -103,7 +101,8 @@ def send(urls: Sequence[SecretStr], title: str, body: str, timeout: float,
 
 def scheme(url: SecretStr) -> str:
     """The part of a notification URL that may be shown: its scheme."""
-    return urlsplit(url.get_secret_value()).scheme
+    head, sep, _ = url.get_secret_value().partition("://")
+    return head if sep and head.isalnum() and len(head) < 32 else "(none)"
 
 
 def compose(claimed: Claimed, node: str) -> tuple[str, str]:

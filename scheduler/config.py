@@ -309,7 +309,11 @@ class _Builder:
         """Expand and check one Apprise URL; a problem names its scheme only, never the URL."""
         expanded: dict[str, str] = {}
         value = self.expand(url, path, expanded)
-        for secret in (*expanded.values(), urlsplit(value).password or "", value):
+        try:
+            password = urlsplit(value).password or ""
+        except ValueError:  # e.g. a broken [IPv6] host: Apprise will refuse it below
+            password = ""
+        for secret in (*expanded.values(), password, value):
             secrets.register(secret)
         if not _ENV_VAR.search(value):  # left unexpanded in a dry run: nothing to check yet
             problem = alerts.url_problem(value)
