@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import requests
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +25,8 @@ __all__ = [
     "PermanentError",
     "PublishError",
     "Published",
+    "TokenInspector",
+    "TokenStatus",
     "TransientError",
     "idempotent_for",
     "text_problem",
@@ -135,5 +137,27 @@ def idempotent_for(adapter: Adapter) -> timedelta:
     """How long after a first attempt the adapter's publish is safe to repeat (0 if never)."""
     window = getattr(adapter, "idempotent_for", None)
     return window if isinstance(window, timedelta) else timedelta(0)
-    # Optional: `permalink(remote_id) -> str`, a static method giving a published post's
-    # address, lets the web page link to posts that went out (the ledger keeps only ids).
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What the network says about a target's token.
+
+    `expires_at` is None when the token does not expire; `missing_scopes` lists
+    the permissions publishing needs that the token lacks; `problem` is the
+    network's reason when `valid` is False.
+    """
+
+    valid: bool
+    expires_at: datetime | None = None
+    missing_scopes: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+@runtime_checkable
+class TokenInspector(Protocol):
+    """An adapter that can say when its token expires and what it may do (optional)."""
+
+    def token_status(self) -> TokenStatus:
+        """Ask the network about the token. Raises like `Adapter.publish` if it cannot."""
+        ...

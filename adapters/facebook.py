@@ -16,10 +16,19 @@ from typing import Any, ClassVar
 import requests
 from pydantic import SecretStr, field_validator
 
+from scheduler import secrets
 from scheduler.secrets import redact
 
 from . import http as web
-from .base import AdapterSettings, AuthError, Message, PermanentError, Published, TransientError
+from .base import (
+    AdapterSettings,
+    AuthError,
+    Message,
+    PermanentError,
+    Published,
+    TokenStatus,
+    TransientError,
+)
 from .http import check_base_url
 
 log = logging.getLogger(__name__)
@@ -30,6 +39,7 @@ RATE_LIMIT_CODES = frozenset({4, 17, 32, 341, 613, 80001})
 AUTH_CODES = frozenset({102, 190})
 PAGE_SIZE = 100  # posts per page when looking for one (the Graph API's maximum)
 MAX_PAGES = 20  # the most pages read looking for one post: 2,000 posts since its first attempt
+REQUIRED_SCOPES = ("pages_manage_posts",)
 MAX_WAIT = 86400.0  # the longest wait a server may ask for; beyond it a post's grace is long gone
 
 
@@ -60,6 +70,7 @@ class FacebookPage:
         self.base = f"{base}/{version}"
         self.http = http
         self.timeout = float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
+        self._token = settings.access_token
         self._auth = web.BearerAuth(settings.access_token)
 
     def publish(self, message: Message) -> Published:
@@ -112,6 +123,36 @@ class FacebookPage:
             raise AuthError(f"page {self.page_id}: the access token belongs to "
                             f"{redact(str(resp.body.get('id')))[:40]}, not to this page")
         return str(resp.body.get("name", self.page_id))
+
+    def token_status(self) -> TokenStatus:
+        """Ask Graph's debug_token about the Page token: validity, expiry, scopes.
+
+        Asks with the app token `FB_APP_ID|FB_APP_SECRET` when both are set, else
+        with the Page token itself. The token to inspect goes in the query string,
+        as debug_token requires; it is a registered secret, so it is masked in any
+        message.
+        """
+        app_id, app_secret = os.environ.get("FB_APP_ID"), os.environ.get("FB_APP_SECRET")
+        auth = self._auth
+        if app_id and app_secret:
+            secrets.register(app_secret)
+            auth = web.BearerAuth(SecretStr(f"{app_id}|{app_secret}"))
+        resp = web.call(self.http, "GET", f"{self.base}/debug_token", timeout=self.timeout,
+                        params={"input_token": self._token.get_secret_value()}, auth=auth)
+        data = resp.body.get("data") if isinstance(resp.body, dict) else None
+        if resp.status >= 400 or not isinstance(data, dict):
+            raise graph_error(resp, f"page {self.page_id} debug_token", ambiguous=False)
+        if data.get("is_valid") is not True:
+            error = data.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            reason = redact(str(message or "the token is not valid"))[:300]
+            return TokenStatus(False, problem=reason)
+        expires = data.get("expires_at")
+        when = (datetime.fromtimestamp(expires, UTC)
+                if isinstance(expires, int) and 0 < expires < 2**40 else None)
+        scopes = data.get("scopes")
+        scopes = scopes if isinstance(scopes, list) else []
+        return TokenStatus(True, when, tuple(s for s in REQUIRED_SCOPES if s not in scopes))
 
     def _call(self, method: str, path: str, *, data: dict[str, str] | None = None,
               params: dict[str, str] | None = None) -> web.Response:

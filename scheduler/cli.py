@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from dotenv import load_dotenv
 
-from . import clock, config, entry, plan, report, times
+from . import clock, config, entry, logs, plan, report, times
 from .errors import ConfigError, OyezError
 from .secrets import RedactingFilter
 from .settings import Settings
@@ -29,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.func is not cmd_run:
         entry.release()  # a stop signal that came while importing stops this command as usual
-    _logging(args.log_level)
     try:
+        _logging(Settings.from_env(log_level=args.log_level, log_format=args.log_format))
         return int(args.func(args))
     except ConfigError as exc:
         for problem in exc.problems:
@@ -46,9 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oyez", description="Publish scheduled social-media "
                                      "posts and live-event announcements on time.")
-    levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
-    parser.add_argument("--log-level", default=os.environ.get("OYEZ_LOG_LEVEL", "INFO"),
-                        choices=levels, help="log verbosity")
+    levels, formats = ["DEBUG", "INFO", "WARNING", "ERROR"], ["text", "json"]
+    parser.add_argument("--log-level", choices=levels,
+                        help="log verbosity (env OYEZ_LOG_LEVEL; default INFO)")
+    parser.add_argument("--log-format", choices=formats,
+                        help="text lines, or one JSON object per line (env OYEZ_LOG_FORMAT; default text)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, *, cfg: bool = True, db: bool = True) -> Any:
@@ -56,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         # also after the command; SUPPRESS keeps the one given before it otherwise
         p.add_argument("--log-level", default=argparse.SUPPRESS, choices=levels,
                        help="log verbosity")
+        p.add_argument("--log-format", default=argparse.SUPPRESS, choices=formats,
+                       help="text lines, or JSON")
         if cfg:
             p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="jobs file (jobs.yaml)")
         if db:
@@ -118,18 +123,35 @@ def _parser() -> argparse.ArgumentParser:
                    help="current: where the ledger stands; upgrade: apply the migrations it lacks")
     p.set_defaults(func=cmd_db)
 
-    p = command("check", "Ask each target's network whether its credentials work.", db=False)
+    p = command("check", "Ask each target's network whether its token works, may publish and "
+                "when it expires (exit 1 if one needs attention).", db=False)
     p.set_defaults(func=cmd_check)
+
+    p = command("alerts", "Send a test message to every channel in the alerts: section.", db=False)
+    p.add_argument("action", choices=["test"], help="what to do: test")
+    p.set_defaults(func=cmd_alerts)
+
+    p = command("send", "Publish one post from jobs.yaml now (its scheduled time then sends nothing).")
+    p.add_argument("id", help="the post's id in jobs.yaml")
+    p.add_argument("--target", help="only to this target (default: all of the post's targets)")
+    p.add_argument("--dry-run", action="store_true", help="print the post instead of sending it")
+    p.set_defaults(func=cmd_send)
+
+    p = command("import", "Append one-off posts from a CSV file (id, at, targets, message, link, "
+                "image) to jobs.yaml, keeping its comments and layout.", db=False)
+    p.add_argument("csv", help="the CSV file (UTF-8, with a header row)")
+    p.set_defaults(func=cmd_import)
     return parser
 
 
-def _logging(level: str) -> None:
+def _logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logs.formatter(settings.log_format))
     handler.addFilter(RedactingFilter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apprise").setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -206,7 +228,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     daemon = Daemon(args.config, settings, dry_run=args.dry_run)  # the ledger exists from here
     with serving(args.config, settings, args.http):  # bound (or refused) before it schedules anything
-        return daemon.run()
+        status = daemon.run()
+    if daemon.in_flight_at_exit:  # don't let the interpreter wait for their worker threads
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(status)
+    return status
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -257,7 +284,44 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    results = report.check_targets(config.load(args.config))
-    for name, ok, detail in results:
-        print(f"{name}: {'OK' if ok else 'FAILED'}: {detail}")
-    return 0 if all(ok for _, ok, _ in results) else 1
+    from adapters import http as web
+
+    cfg = config.load(args.config)
+    with web.session() as http:
+        rows = report.check_tokens(cfg, http, clock.now())
+    print(report.check_text(rows))
+    return 0 if all(row.ok for row in rows) else 1
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from . import alerts
+
+    cfg = config.load(args.config)
+    if not cfg.alerts:
+        raise OyezError(f"{args.config} has no alerts: section (a list of Apprise URLs)")
+    results = alerts.send(cfg.alerts, "oyez: test alert",
+                          f"A test message from `oyez alerts test` on {socket.gethostname()}.",
+                          _settings(args).alert_timeout_seconds)
+    for i, (url, ok) in enumerate(zip(cfg.alerts, results, strict=True)):
+        print(f"channel {i + 1} ({alerts.scheme(url)}): {'sent' if ok else 'FAILED'}")
+    return 0 if all(results) else 1
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from .sendnow import send_now
+
+    cfg = config.load(args.config, strict_env=not args.dry_run)
+    rows = send_now(cfg, _settings(args), args.id, args.target, clock.now(), dry_run=args.dry_run,
+                    out=sys.stdout)
+    for row in rows:
+        outcome = row.remote_id if row.status == "sent" else row.error or "not sent"
+        print(f"{row.key}: {row.status}: {outcome}")
+    return 0 if all(row.status == "sent" for row in rows) else 1
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importer import import_csv
+
+    added = import_csv(args.csv, args.config)
+    print(f"{args.config}: appended {_n(added, 'post')} from {args.csv}")
+    return 0

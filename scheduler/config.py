@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints,
 import adapters
 from adapters.base import Adapter, AdapterSettings, Message, text_problem
 
-from . import secrets, templates, times, yamlfile
+from . import alerts, secrets, templates, times, yamlfile
 from .errors import ConfigError
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
@@ -93,6 +93,7 @@ class _JobsFile(_Strict):
     targets: dict[Id, Any]  # each item is validated on its own, so every problem is reported
     posts: list[Any] = []
     live_events: list[Any] = []
+    alerts: list[str] = []  # Apprise notification URLs
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class Config:
     posts: tuple[Post, ...]
     live_events: tuple[LiveEvent, ...]
     warnings: tuple[str, ...] = ()
+    alerts: tuple[SecretStr, ...] = ()  # Apprise URLs, ${VAR} expanded; they hold secrets
 
 
 def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,
@@ -351,8 +353,25 @@ class _Builder:
             if event_spec is not None and (event := self.live_event(
                     event_spec, ("live_events", i), default_tz, spec.targets)) is not None:
                 events.append(event)
+        alert_urls = tuple(self.alert(url, ("alerts", i)) for i, url in enumerate(spec.alerts))
         return Config(path, digest, default_tz, targets, tuple(posts), tuple(events),
-                      tuple(self.warnings))
+                      tuple(self.warnings), alert_urls)
+
+    def alert(self, url: str, path: yamlfile.Path) -> SecretStr:
+        """Expand and check one Apprise URL; a problem names its scheme only, never the URL."""
+        expanded: dict[str, str] = {}
+        value = self.expand(url, path, expanded)
+        try:
+            password = urlsplit(value).password or ""
+        except ValueError:  # e.g. a broken [IPv6] host: Apprise will refuse it below
+            password = ""
+        for secret in (*expanded.values(), password, value):
+            secrets.register(secret)
+        if not _ENV_VAR.search(value):  # left unexpanded in a dry run: nothing to check yet
+            problem = alerts.url_problem(value)
+            if problem is not None:
+                self.fail(path, f"alerts[{path[-1]}]: {problem}")
+        return SecretStr(value)
 
     def validate(self, model: type[_M], raw: Any, path: yamlfile.Path) -> _M | None:
         """Validate one item's shape; after unknown keys alone, go on so its other problems show."""

@@ -31,10 +31,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from adapters import http as web
 
 from . import clock, config, entry, plan, report, times
+from .alerts import ABANDONED, MISSED, RELOAD, TOKEN, UNHEALTHY, Alerts
 from .delivery import Publisher
 from .errors import ConfigError
+from .incidents import Incidents
 from .ledger import DaemonRow, Delivery, Ledger, Reload, SyncResult, safe_url
 from .settings import Settings
+from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,13 @@ class Daemon:
             executors={"default": {"type": "threadpool", "max_workers": 1},
                        "maintenance": {"type": "threadpool", "max_workers": 2}},
         )
+        self.alerts = Alerts(None if dry_run else Incidents(self.ledger), settings.node,
+                             batch_seconds=settings.alert_batch_seconds,
+                             poll_seconds=settings.sweep_seconds, timeout=settings.alert_timeout_seconds)
         self.publisher = Publisher(self.ledger, settings, self.http, dry_run=dry_run, out=out,
-                                   wake=self.wake)
+                                   wake=self.wake, alerts=self.alerts)
+        self.systemd = Notifier()
+        self.in_flight_at_exit = 0  # sends still going when run() returned: exit without them
         self.config: config.Config | None = None
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
@@ -116,25 +124,47 @@ class Daemon:
             self.scheduler.add_job(self.heartbeat, "interval", seconds=HEARTBEAT_S, id="heartbeat",
                                    executor="maintenance")
             self.heartbeat(starting=True)
+            if not self.dry_run:  # now, then daily
+                self.scheduler.add_job(self.check_tokens, "interval", id="tokens",
+                                       hours=self.settings.token_check_hours,
+                                       next_run_time=clock.now(), executor="maintenance")
+            self.alerts.start()
             self.scheduler.resume()
             log.info("oyez running%s on %s (node %s); watching %s",
                      " in DRY-RUN mode" if self.dry_run else "", safe_url(self.settings.db),
                      self.settings.node, self.path)
-            while not self.stop.wait(self.settings.watch_seconds):
-                try:
-                    self.watch()
-                except Exception:  # e.g. the database is locked for too long: try again next poll
-                    log.exception("reloading %s failed; still running the last good schedule",
-                                  self.path)
+            self.systemd.notify("READY=1")
+            self._main_loop()
             log.info("stopping")
         finally:
+            self.systemd.notify("STOPPING=1")
             self.publisher.stopping.set()
             self.scheduler.shutdown(wait=False)
-            self.publisher.close()
+            self.alerts.stop()
+            self.in_flight_at_exit = self.publisher.close(self.settings.stop_seconds)
             with contextlib.suppress(SQLAlchemyError):  # else it shows as stale, then is replaced
                 self.ledger.forget_daemon(self.settings.node)
-            self.ledger.engine.dispose()
+            if self.in_flight_at_exit:
+                log.warning("%d sends still in flight after %gs: leaving them to crash recovery "
+                            "(checked on the network at the next start)", self.in_flight_at_exit,
+                            self.settings.stop_seconds)
+            else:
+                self.ledger.engine.dispose()
         return 0
+
+    def _main_loop(self) -> None:
+        """Watch jobs.yaml; tell systemd's watchdog we are alive (a hang here stops the pings)."""
+        pinged = 0.0
+        while not self.stop.wait(self.settings.watch_seconds):
+            try:
+                self.watch()
+            except Exception:  # e.g. the database is locked for too long: try again next poll
+                log.exception("reloading %s failed; still running the last good schedule",
+                              self.path)
+            interval = self.systemd.watchdog_seconds
+            if interval is not None and time.monotonic() - pinged >= min(interval, 1.0):
+                self.systemd.notify("WATCHDOG=1")
+                pinged = time.monotonic()
 
     def heartbeat(self, *, starting: bool = False) -> None:
         """Say in the ledger that this daemon is alive, and what it runs (`oyez status`).
@@ -231,6 +261,7 @@ class Daemon:
                 log.error("%s", problem)
             log.error("%s is invalid: still running the last good schedule (%s)",
                       self.path, (running or "?")[:12])
+            self.alerts.raise_(RELOAD, str(self.path), "\n".join(loaded.problems))
             self.ledger.record_reload(Reload(at=clock.now(), node=self.settings.node,
                                              path=str(self.path), digest=digest, ok=False,
                                              errors="\n".join(loaded.problems)))
@@ -252,6 +283,7 @@ class Daemon:
         """
         with self._lock:
             synced = self._sync(new, clock.now(), starting=reason == "start")
+            self.alerts.resolve(RELOAD, str(self.path), f"{self.path.name} valid again")
             self._rejected_digest = None
         for warning in new.warnings:
             log.warning("%s", warning)
@@ -304,6 +336,7 @@ class Daemon:
         occurrences = plan.expand(cfg, since, end)
         synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now, since=since)
         self.publisher.use(cfg)
+        self.alerts.use(cfg.alerts)
         self.config = cfg
         for row in (*synced.cancelled, *synced.settling):
             assert row.id is not None
@@ -353,8 +386,12 @@ class Daemon:
                     self.ledger.release(row, now, reason):
                 log.warning("%s was being sent by %s, which stopped: will check %s for it "
                                 "before sending again", row.key, row.claimed_by, row.target)
+                self.alerts.raise_(ABANDONED, row.key, f"{row.key} to {row.target}: {reason}",
+                                   event=True)
         for row in self.ledger.expire(now, dry_run=self.dry_run):
-            log.error("missed %s to %s: %s", row.key, row.target, row.error)
+            log.error("missed %s to %s: %s", row.key, row.target, row.error,
+                      extra={"delivery": row.key, "target": row.target, "status": "missed"})
+            self.alerts.raise_(MISSED, row.key, f"{row.key} to {row.target}: {row.error}", event=True)
         for row in self.ledger.unsettled(now, dry_run=self.dry_run):
             self.publisher.settle(row)
         for row in self.ledger.due(now, dry_run=self.dry_run):
@@ -363,10 +400,38 @@ class Daemon:
                 self.publisher.enqueue(row.id, row.target)
         self._swept = True
 
+    def check_tokens(self) -> None:
+        """Ask each target's network about its token; alert on trouble, resolve when fixed."""
+        cfg = self.config
+        if cfg is None:
+            return
+        for row in report.check_tokens(cfg, self.http, clock.now()):
+            if row.ok:
+                self.alerts.resolve(TOKEN, row.target, "token works again")
+                if not self.publisher.is_unhealthy(row.target):  # its settings were changed
+                    self.alerts.resolve(UNHEALTHY, row.target, "token works again")
+            elif row.state != "unknown":  # a network that cannot be asked is not news
+                log.warning("token of %s: %s: %s", row.target, row.state, row.detail)
+                self.alerts.raise_(TOKEN, row.target, f"{row.target}: {row.state}: {row.detail}")
+
 
 def _db_error(exc: SQLAlchemyError) -> str:
     """The database's own words, without SQLAlchemy's statement dump."""
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]
+
+    def check_tokens(self) -> None:
+        """Ask each target's network about its token; alert on trouble, resolve when fixed."""
+        cfg = self.config
+        if cfg is None:
+            return
+        for row in report.check_tokens(cfg, self.http, clock.now()):
+            if row.ok:
+                self.alerts.resolve(TOKEN, row.target, "token works again")
+                if not self.publisher.is_unhealthy(row.target):  # its settings were changed
+                    self.alerts.resolve(UNHEALTHY, row.target, "token works again")
+            elif row.state != "unknown":  # a network that cannot be asked is not news
+                log.warning("token of %s: %s: %s", row.target, row.state, row.detail)
+                self.alerts.raise_(TOKEN, row.target, f"{row.target}: {row.state}: {row.detail}")
 
 
 def _job_id(delivery_id: int) -> str:

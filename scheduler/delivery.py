@@ -24,6 +24,7 @@ import adapters
 from adapters.base import Adapter, Message, Published, idempotent_for
 
 from . import clock, times
+from .alerts import FAILED, MISSED, UNHEALTHY, Alerts
 from .config import Config, Target
 from .errors import AuthError, PermanentError, PublishError, TransientError
 from .ledger import Attempt, Delivery, Ledger
@@ -51,12 +52,14 @@ class Publisher:
     """Claims, sends and records deliveries for the targets of the running config."""
 
     def __init__(self, ledger: Ledger, settings: Settings, http: requests.Session, *,
-                 dry_run: bool, out: TextIO, wake: Callable[[int, str, datetime], None]) -> None:
+                 dry_run: bool, out: TextIO, wake: Callable[[int, str, datetime], None],
+                 alerts: Alerts) -> None:
         self.ledger = ledger
         self.settings = settings
         self.dry_run = dry_run
         self.out = out
         self.wake = wake  # asks the scheduler to call enqueue again at a later time
+        self.alerts = alerts
         self.http = http
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="oyez-send")
         self.stopping = threading.Event()
@@ -69,6 +72,8 @@ class Publisher:
         self._adapters: dict[str, Adapter] = {}
         self._not_before: dict[str, datetime] = {}
         self._unhealthy: dict[str, str] = {}  # target -> reason, while its settings are unchanged
+        self._in_flight = 0  # deliveries being worked on by the pool, for a bounded stop
+        self._idle = threading.Condition(self._lock)
 
     def use(self, config: Config) -> None:
         """Use this config's targets from now on; rebuild adapters whose settings changed."""
@@ -119,12 +124,15 @@ class Publisher:
         with self._lock:
             delivery_id = self._lanes[target].popleft()
             self._queued.discard(delivery_id)
+            self._in_flight += 1
         try:
             self.deliver(delivery_id, target)
         except Exception:  # a bug must not kill the lane; the sweep will retry the delivery
             log.exception("delivery %s: unexpected error", delivery_id)
         finally:
             with self._lock:
+                self._in_flight -= 1
+                self._idle.notify_all()
                 more = bool(self._lanes[target]) and not self.stopping.is_set()
                 if not more:
                     self._busy.discard(target)
@@ -179,10 +187,11 @@ class Publisher:
         self._pace(row.target, published.usage, finished)
         if self.dry_run:  # nothing went out: say so in the words a reader expects
             log.info("would post %s to %s now (dry run: nothing was sent; %d ms after its time)",
-                     row.key, row.target, lateness_ms)
+                     row.key, row.target, lateness_ms, extra=_fields(row, "sent", lateness_ms))
         else:
             log.info("sent %s to %s as %s (%s; %d ms after its time)", row.key, row.target,
-                     published.remote_id, outcome, lateness_ms)
+                     published.remote_id, outcome, lateness_ms, extra=_fields(row, "sent", lateness_ms))
+            self.alerts.resolve(UNHEALTHY, row.target, "token works again: a post went out")
 
     def _send(self, adapter: Adapter, row: Delivery, message: Message) -> tuple[str, Published]:
         assert row.first_attempt_at is not None
@@ -228,7 +237,9 @@ class Publisher:
             outcome = "cancelled" if row.status == "cancelling" else "missed"
             log_as = log.info if found or outcome == "cancelled" else log.error
             log_as("%s to %s: %s", row.key, row.target, "sent (" + note + ")" if found else
-                   f"{outcome}: {note}")
+                   f"{outcome}: {note}", extra=_fields(row, "sent" if found else outcome))
+            if not found and outcome == "missed":
+                self.alerts.raise_(MISSED, row.key, f"{row.key} to {row.target}: {note}", event=True)
 
     def _print(self, row: Delivery, message: Message) -> Published:
         local = row.due_at.astimezone(times.zone(row.tz))
@@ -264,13 +275,18 @@ class Publisher:
             if exc.retry_after:
                 self._not_before[row.target] = now + timedelta(seconds=exc.retry_after)
             log.warning("%s to %s: attempt %d failed, retrying in %.1fs: %s", row.key, row.target,
-                        row.attempts, delay.total_seconds(), error)
+                        row.attempts, delay.total_seconds(), error,
+                        extra=_fields(row, "retry", lateness_ms))
         else:
             if isinstance(exc, TransientError):
                 error = f"gave up after {row.attempts} attempts: {error}"
             values = {"status": "failed", "error": error}
-            log.error("%s to %s failed: %s", row.key, row.target, error)
-        if self.ledger.finish(row, self.settings.node, attempt, **values) and "next_attempt_at" in values:
+            log.error("%s to %s failed: %s", row.key, row.target, error,
+                      extra=_fields(row, "failed", lateness_ms))
+        recorded = self.ledger.finish(row, self.settings.node, attempt, **values)
+        if recorded and values["status"] == "failed":  # only the claim's holder tells
+            self.alerts.raise_(FAILED, row.key, f"{row.key} to {row.target}: {error}", event=True)
+        if recorded and "next_attempt_at" in values:
             assert row.id is not None
             self.wake(row.id, row.target, values["next_attempt_at"])
 
@@ -292,6 +308,8 @@ class Publisher:
             self.ledger.set_unhealthy(target, fingerprint, reason, now)
             log.error("target %s is unhealthy: %s — its posts are held (pending) until the token "
                       "is fixed: update it in .env, then restart oyez", target, reason)
+            self.alerts.raise_(UNHEALTHY, target, f"{target}: {reason}\nFix: update its token in "
+                               ".env, then restart oyez; its posts wait (pending) until then")
 
     def _pace(self, target: str, usage: float | None, now: datetime) -> None:
         if usage is None or usage < SLOW_DOWN_AT:
@@ -301,10 +319,22 @@ class Publisher:
         log.warning("target %s: rate-limit usage at %.0f%%, pausing its posts for %ss",
                     target, usage, int(pause.total_seconds()))
 
-    def close(self) -> None:
-        """Stop taking work, drop queued work and wait for sends in flight."""
+    def close(self, timeout: float | None = None) -> int:
+        """Stop taking work, drop queued work, wait up to `timeout` s (None: no limit) for
+        sends in flight; return how many are still in flight (their claims are left to the
+        crash-recovery path: the caller should exit without waiting for them)."""
         self.stopping.set()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.http.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+            left = self._in_flight
+        if not left:
+            self.http.close()
+        return left
+
+
+def _fields(row: Delivery, status: str, lateness_ms: int | None = None) -> dict[str, Any]:
+    """Structured log fields (`--log-format json`) for a delivery's outcome."""
+    return {"delivery": row.key, "target": row.target, "status": status, "lateness_ms": lateness_ms}
 
 

@@ -1,4 +1,4 @@
-"""The ledger: every delivery, attempt, reload and target's health, in SQL (SQLite by default).
+"""The ledger: every delivery, attempt, reload, target's health and incident, in SQL (SQLite by default).
 
 A delivery moves  pending → sending → sent | retry | failed,  or to missed or
 cancelled. `sending` is committed *before* the network call (`claim`), with a
@@ -153,6 +153,28 @@ class DaemonRow(SQLModel, table=True):
     started_at: datetime = _when()
     heartbeat_at: datetime = _when()
     config_digest: str | None = None
+
+
+class Incident(SQLModel, table=True):
+    """Something a person must hear about, once: opened, maybe counted again, resolved.
+
+    `key` is kind:subject (e.g. `unhealthy:page-a`, `failed:post:x:page-a`). The
+    alert columns are claimed by a conditional UPDATE, so one daemon sends each
+    alert (see scheduler/incidents.py).
+    """
+
+    key: str = Field(primary_key=True)
+    kind: str
+    subject: str
+    detail: str
+    count: int = 1  # times raised while open
+    opened_at: datetime = _when()
+    last_seen_at: datetime = _when()
+    resolved_at: datetime | None = _when(default=None)
+    resolution: str | None = None
+    alerted_at: datetime | None = _when(default=None)  # the "opened" alert was claimed
+    resolve_alerted_at: datetime | None = _when(default=None)  # the "resolved" alert was claimed
+    alerted_by: str | None = None
 
 
 @dataclass

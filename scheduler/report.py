@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import threading
 from collections import Counter
@@ -14,10 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import requests
+
 import adapters
+from adapters.base import TokenInspector
 
 from . import clock, config, plan, times
-from .errors import ConfigError, OyezError, PublishError
+from .errors import AuthError, ConfigError, OyezError, PublishError
 
 if TYPE_CHECKING:  # the database layer is imported only by commands that open a ledger
     from .ledger import DaemonRow, Delivery, Ledger
@@ -469,8 +473,21 @@ def status(config_path: str, db: str | Ledger, now: datetime) -> dict[str, Any]:
         "counts": dict(sorted(Counter(d.status for d in ledger.deliveries(dry_run=False)).items())),
         "dry_counts": dict(sorted(Counter(d.status for d in ledger.deliveries(dry_run=True)).items())),
         "notes": past_notes(disk.config, now, ledger) if disk.config else [],
+        "incidents": _incident_lines(ledger),
         "reloads": reload_rows(ledger, 20),
     }
+
+
+def _incident_lines(ledger: Ledger) -> list[str]:
+    """The incidents still open (alerts sent or due), one line each."""
+    from .incidents import Incidents
+
+    lines = []
+    for incident in Incidents(ledger).still_open():
+        told = f"alerted {incident.alerted_at:%Y-%m-%d %H:%M}Z" if incident.alerted_at else "not alerted yet"
+        lines.append(f"incident {incident.key}: open since {incident.opened_at:%Y-%m-%d %H:%M}Z, "
+                     f"seen {incident.count}x, {told}")
+    return lines
 
 
 def status_text(report: dict[str, Any], db: str) -> str:
@@ -488,6 +505,7 @@ def status_text(report: dict[str, Any], db: str) -> str:
                      f"daemon: STALE (no heartbeat for {d['heartbeat_age_s']}s; it stopped without "
                      f"saying so, or cannot reach the ledger): {what}")
     lines += report["schedule"]
+    lines += report["incidents"]
     lines += [f"target {t['name']}: UNHEALTHY since {t['since'][:16]}Z: {t['reason']}"
               for t in report["targets"] if not t["healthy"]]
     lines.append("deliveries: " + (", ".join(f"{n} {s}" for s, n in report["counts"].items())
@@ -639,16 +657,65 @@ def schema_text(db: str, *, upgrade: bool) -> str:
             "run `oyez db upgrade` (`oyez run` also upgrades it)")
 
 
-def check_targets(cfg: config.Config) -> list[tuple[str, bool, str]]:
-    """(target, ok, account name or error) for every target, asking its network."""
-    from adapters import http as web
+EXPIRY_WARNING = timedelta(days=7)
 
-    results = []
-    with web.session() as http:
-        for name, target in cfg.targets.items():
-            try:
-                who = adapters.get(target.adapter)(target.settings, http).check()
-                results.append((name, True, who))
-            except PublishError as exc:
-                results.append((name, False, str(exc)))
-    return results
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """One row of `oyez check`: state is ok, `expires in N days`, invalid, `missing scope X`
+    or unknown (the network could not be asked)."""
+
+    target: str
+    state: str
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing needs doing."""
+        return self.state == "ok"
+
+
+def check_tokens(cfg: config.Config, http: requests.Session, now: datetime) -> list[TokenCheck]:
+    """Ask each target's network whether its token works, what it may do and when it expires."""
+    return [_check_one(name, target, http, now) for name, target in cfg.targets.items()]
+
+
+def _check_one(name: str, target: config.Target, http: requests.Session, now: datetime) -> TokenCheck:
+    adapter = adapters.get(target.adapter)(target.settings, http)
+    renew = "Fix: issue a new Page access token and update it in .env, then restart oyez"
+    try:
+        who = adapter.check()
+    except AuthError as exc:
+        return TokenCheck(name, "invalid", str(exc))
+    except PublishError as exc:
+        return TokenCheck(name, "unknown", f"could not ask: {exc}")
+    if not isinstance(adapter, TokenInspector):
+        return TokenCheck(name, "ok", f"{who}; expiry not known for {target.adapter}")
+    try:
+        status = adapter.token_status()
+    except PublishError as exc:
+        return TokenCheck(name, "unknown", f"{who}; could not ask when the token expires: {exc}")
+    if not status.valid:
+        return TokenCheck(name, "invalid", f"{status.problem}. {renew}")
+    if status.missing_scopes:
+        scopes = ", ".join(status.missing_scopes)
+        return TokenCheck(name, f"missing scope {scopes}", f"{who}: the token may not publish. Fix: "
+                          f"grant the app {scopes}, then issue a new Page access token for .env")
+    if status.expires_at is None:
+        return TokenCheck(name, "ok", f"{who}; never expires")
+    left = status.expires_at - now
+    days = max(0, math.ceil(left / timedelta(days=1)))
+    when = f"expires {status.expires_at:%Y-%m-%d %H:%M}Z"
+    if left > EXPIRY_WARNING:
+        return TokenCheck(name, "ok", f"{who}; {when} (in {days} days)")
+    return TokenCheck(name, f"expires in {days} day{'s' * (days != 1)}", f"{who}; {when}. {renew} "
+                      "(a Page token from a long-lived user token does not expire)")
+
+
+def check_text(rows: list[TokenCheck]) -> str:
+    """`oyez check` as a table: target, token state, detail."""
+    width = max([len("target"), *(len(r.target) for r in rows)])
+    state = max([len("token"), *(len(r.state) for r in rows)])
+    lines = [f"{'target':<{width}}  {'token':<{state}}  detail"]
+    lines += [f"{r.target:<{width}}  {r.state:<{state}}  {r.detail}" for r in rows]
+    return "\n".join(lines)

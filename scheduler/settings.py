@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -25,6 +26,12 @@ ENV_NAMES = {
     "horizon_days": "OYEZ_HORIZON_DAYS",
     "busy_seconds": "OYEZ_DB_BUSY_SECONDS",
     "web_token": "OYEZ_WEB_TOKEN",
+    "log_level": "OYEZ_LOG_LEVEL",
+    "log_format": "OYEZ_LOG_FORMAT",
+    "alert_batch_seconds": "OYEZ_ALERT_BATCH_SECONDS",
+    "alert_timeout_seconds": "OYEZ_ALERT_TIMEOUT_SECONDS",
+    "token_check_hours": "OYEZ_TOKEN_CHECK_HOURS",
+    "stop_seconds": "OYEZ_STOP_SECONDS",
 }
 
 
@@ -46,6 +53,12 @@ class Settings(BaseModel):
     horizon_days: float = Field(default=7.0, gt=0, le=366)
     busy_seconds: float = Field(default=30.0, gt=0, le=3600)
     web_token: SecretStr | None = Field(default=None, min_length=16)  # asked for by the web page
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    alert_batch_seconds: float = Field(default=10.0, ge=0, le=3600)  # a burst within this is one alert
+    alert_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)  # per channel, per alert
+    token_check_hours: float = Field(default=24.0, gt=0, le=24 * 31)  # how often the daemon checks tokens
+    stop_seconds: float = Field(default=10.0, ge=0, le=3600)  # how long sends in flight may finish at stop
 
     @property
     def lease(self) -> timedelta:

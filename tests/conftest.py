@@ -108,10 +108,15 @@ def posts_yaml(count: int, start: datetime, spacing: float, *, targets: tuple[st
 
 
 class DaemonProcess:
-    """`oyez run` in a subprocess with its own working directory, log and database."""
+    """`oyez run` in a subprocess with its own working directory, log and database.
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    A second daemon on the same directory (same jobs.yaml and database) takes
+    another `name`, which prefixes its log files.
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str], name: str = "daemon") -> None:
         self.workdir = workdir
+        self.name = name
         self.env = env
         self.db_path = workdir / "oyez.db"
         self.db = f"sqlite:///{self.db_path}"
@@ -127,8 +132,8 @@ class DaemonProcess:
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> DaemonProcess:
         self.runs += 1
-        log = open(self.workdir / f"daemon-{self.runs}.log", "wb")  # noqa: SIM115
-        out = open(self.workdir / f"daemon-{self.runs}.out", "wb")  # noqa: SIM115
+        log = open(self.workdir / f"{self.name}-{self.runs}.log", "wb")  # noqa: SIM115
+        out = open(self.workdir / f"{self.name}-{self.runs}.out", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler", "run", "-c", str(self.jobs), "--db", self.db, *extra],
             cwd=self.workdir, env={**self.env, **(env or {})}, stdout=out, stderr=log,
@@ -151,11 +156,11 @@ class DaemonProcess:
 
     def log(self) -> str:
         """Everything every run wrote to stderr."""
-        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("daemon-*.log")))
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob(f"{self.name}-*.log")))
 
     def out(self) -> str:
         """Everything every run wrote to stdout."""
-        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("daemon-*.out")))
+        return "".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob(f"{self.name}-*.out")))
 
     def wait_log(self, text: str, timeout: float = 15) -> bool:
         """Wait until `text` appears in the log."""

@@ -68,6 +68,8 @@ DEFAULT_MESSAGES: dict[int, str] = {
     "Wait a bit and try again.",
 }
 TRANSIENT_CODES = frozenset({1, 2, 4})
+DEFAULT_SCOPES = ("pages_show_list", "pages_read_engagement", "pages_manage_posts")
+FAKE_APP_ID = "1234567890"
 POST_FIELDS = frozenset(
     {"id", "message", "created_time", "permalink_url", "is_published", "full_picture"}
 )
@@ -299,6 +301,9 @@ class FakeGraph:
         self.posts: list[Post] = []
         self.errors: list[str] = []  # tracebacks of bugs in the fake itself (should stay empty)
         self._pages: dict[str, str] = dict(pages or {})
+        self._retired: dict[str, str] = {}  # old token -> page, answered as invalid by debug_token
+        self._token_info: dict[str, tuple[int, tuple[str, ...]]] = {}  # page -> expires_at, scopes
+        self._app_token: str | None = None
         self._cond = threading.Condition()
         self._next_number = FIRST_POST_NUMBER
         self._queued: list[tuple[str | None, Fault]] = []
@@ -359,7 +364,22 @@ class FakeGraph:
 
     def set_token(self, page_id: str, token: str) -> None:
         """Rotate the page's valid token: the old one now gets code 190."""
+        with self._cond:
+            old = self._pages.get(page_id)
+            if old is not None and old != token:
+                self._retired[old] = page_id
         self.add_page(page_id, token)
+
+    def set_token_info(self, page_id: str, *, expires_at: int = 0,
+                       scopes: tuple[str, ...] = DEFAULT_SCOPES) -> None:
+        """What /debug_token says about the page's token: unix expiry (0 = never) and scopes."""
+        with self._cond:
+            self._token_info[page_id] = (expires_at, scopes)
+
+    def set_app(self, app_id: str, secret: str) -> None:
+        """Accept the app token `app_id|secret` on /debug_token."""
+        with self._cond:
+            self._app_token = f"{app_id}|{secret}"
 
     def fail_next(self, *faults: Fault, page_id: str | None = None) -> None:
         """Queue faults for the next POSTs (to `page_id` only, if given), first in first out."""
@@ -447,6 +467,8 @@ class FakeGraph:
 
     def _route(self, method: str, segments: list[str], params: dict[str, str],
                token: str | None) -> _Reply:
+        if segments == ["debug_token"] and method == "GET":
+            return self._debug_token(params.get("input_token"), token)
         if segments == ["me"] and method == "GET":
             page_id = self._page_for_token(token)
             if page_id is None:
@@ -465,6 +487,36 @@ class FakeGraph:
                 return self._check_auth(page_id, token, method) or endpoint(page_id, params)
         alias = "/".join(segments)
         return _error(404, 803, f"(#803) Some of the aliases you requested do not exist: {alias}")
+
+    def _debug_token(self, input_token: str | None, token: str | None) -> _Reply:
+        """GET /debug_token: `data` about `input_token`, asked with an app or page token."""
+        with self._cond:
+            allowed = token is not None and (token == self._app_token or token in self._pages.values())
+            page_id = self._page_for_token(input_token)
+            retired = self._retired.get(input_token or "")
+            expires_at, scopes = self._token_info.get(page_id or retired or "", (0, DEFAULT_SCOPES))
+        if not allowed:
+            return _invalid_token()
+        if not input_token:
+            return _error(400, 100, "(#100) The parameter input_token is required")
+        data: JsonDict = {"app_id": FAKE_APP_ID, "type": "PAGE", "application": "oyez test app",
+                          "data_access_expires_at": 0, "expires_at": expires_at,
+                          "scopes": list(scopes), "user_id": "10000001"}
+        if page_id is None:
+            data["is_valid"] = False
+            data["error"] = {"code": 190, "subcode": 460, "message": INVALID_TOKEN_MESSAGE}
+            if retired is not None:
+                data["profile_id"] = retired
+        else:
+            data.update(is_valid=True, issued_at=int(time.time()) - 3600, profile_id=page_id,
+                        granular_scopes=[{"scope": s, "target_ids": [page_id]} for s in scopes
+                                         if s.startswith("pages_")])
+            if expires_at and expires_at < time.time():
+                data["is_valid"] = False
+                data["error"] = {"code": 190, "subcode": 463, "message": (
+                    "Error validating access token: Session has expired on "
+                    f"{time.strftime('%A, %d-%b-%y %H:%M:%S PST', time.gmtime(expires_at))}.")}
+        return _Reply(200, {"data": data})
 
     def _check_auth(self, page_id: str, token: str | None, method: str) -> _Reply | None:
         with self._cond:

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_every_command_has_help_text() -> None:
     [sub] = [a for a in parser._actions if a.dest == "command"]
     commands = sub.choices  # type: ignore[attr-defined]
     assert set(commands) == {"validate", "plan", "run", "history", "status", "diff", "check", "db", "web",
-                             "export-ics"}
+                             "export-ics", "alerts", "send", "import"}
     for name, command in commands.items():
         assert command.description, name
         for action in command._actions:
@@ -111,19 +112,39 @@ def test_bad_input_exits_1_without_traceback(tmp_path: Path, argv: list[str]) ->
     assert "Traceback" not in result.stderr and result.stderr.strip()
 
 
-def test_check_asks_each_target(tmp_path: Path, graph: FakeGraph) -> None:
+def test_check_prints_a_table_of_token_states(tmp_path: Path, graph: FakeGraph) -> None:
+    graph.add_page("333", "EAAB-TOKEN-333")
+    graph.add_page("444", "EAAB-TOKEN-444")
     graph.set_token("222", "EAAB-ROTATED")
-    (tmp_path / "jobs.yaml").write_text(targets_yaml(graph, "111", "222") + "posts: []\n")
-    result = oyez("check", cwd=tmp_path, env={"TOKEN_111": TOKEN, "TOKEN_222": TOKEN2})
-    assert result.returncode == 1
-    assert result.stdout.splitlines() == [
-        "page111: OK: Fake Page 111",
-        "page222: FAILED: page 222: HTTP 400, Graph error 190/460: Error validating access token: "
-        "The session is invalid because the user logged out. (fbtrace_id "
-        + graph.received[-1].response["error"]["fbtrace_id"]  # type: ignore[index]
-        + "). Fix: issue a new Page access token and update it in .env",
-    ]
-    assert TOKEN not in result.stdout + result.stderr
+    graph.set_token_info("333", expires_at=int(time.time() + 3 * 86400 + 600))
+    graph.set_token_info("444", scopes=("pages_show_list", "pages_read_engagement"))
+    graph.set_app("42", "APP-SECRET-CANARY")
+    (tmp_path / "jobs.yaml").write_text(targets_yaml(graph, "111", "222", "333", "444") + "posts: []\n")
+    env = {"TOKEN_111": TOKEN, "TOKEN_222": TOKEN2, "TOKEN_333": "EAAB-TOKEN-333",
+           "TOKEN_444": "EAAB-TOKEN-444", "FB_APP_ID": "42", "FB_APP_SECRET": "APP-SECRET-CANARY"}
+    result = oyez("check", cwd=tmp_path, env=env)
+    assert result.returncode == 1, result.stderr
+    rows = [re.split(r"\s{2,}", line, maxsplit=2) for line in result.stdout.splitlines()]
+    assert [r[:2] for r in rows] == [["target", "token"], ["page111", "ok"], ["page222", "invalid"],
+                                     ["page333", "expires in 4 days"],
+                                     ["page444", "missing scope pages_manage_posts"]]
+    assert rows[1][2] == "Fake Page 111; never expires"
+    assert "Fix: issue a new Page access token" in rows[2][2] and "Graph error 190/460" in rows[2][2]
+    assert "Fix: grant the app pages_manage_posts" in rows[4][2]
+    debug = [r for r in graph.received if r.path.endswith("/debug_token")]
+    assert len(debug) == 3 and {r.token for r in debug} == {"42|APP-SECRET-CANARY"}  # 222 failed at /me
+    assert not any(r.token_in_url for r in graph.received)
+    for secret in (TOKEN, TOKEN2, "APP-SECRET-CANARY"):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_check_without_an_app_asks_debug_token_with_the_page_token(tmp_path: Path,
+                                                                  graph: FakeGraph) -> None:
+    (tmp_path / "jobs.yaml").write_text(targets_yaml(graph, "111") + "posts: []\n")
+    result = oyez("check", cwd=tmp_path, env={"TOKEN_111": TOKEN})
+    assert result.returncode == 0, result.stdout + result.stderr
+    [debug] = [r for r in graph.received if r.path.endswith("/debug_token")]
+    assert debug.token == TOKEN and debug.query == {"input_token": TOKEN}
 
 
 def test_ci_runs_the_readme_test_command() -> None:

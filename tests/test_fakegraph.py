@@ -114,3 +114,24 @@ def test_stop_is_prompt_with_a_sleeping_handler(http: requests.Session) -> None:
                   timeout=0.2)
     fake.stop()
     assert fake.posts == []
+
+
+def test_debug_token_follows_the_wire_format(graph: FakeGraph, http: requests.Session) -> None:
+    graph.set_app("42", "app-secret")
+    graph.set_token_info(PAGE, expires_at=2_000_000_000, scopes=("pages_manage_posts",))
+
+    def debug(input_token: str | None, token: str) -> requests.Response:
+        params = {} if input_token is None else {"input_token": input_token}
+        return http.get(f"{graph.base_url}/debug_token", params=params, timeout=5,
+                        headers={"Authorization": f"Bearer {token}"})
+
+    data = debug(TOKEN, "42|app-secret").json()["data"]
+    assert data["is_valid"] is True and data["expires_at"] == 2_000_000_000
+    assert data["scopes"] == ["pages_manage_posts"] and data["profile_id"] == PAGE
+    assert data["type"] == "PAGE" and "app_id" in data and "issued_at" in data
+    graph.set_token(PAGE, "rotated")
+    stale = debug(TOKEN, "42|app-secret")
+    assert stale.status_code == 200  # a bad input token is an answer, not an error
+    assert stale.json()["data"]["is_valid"] is False and stale.json()["data"]["error"]["code"] == 190
+    assert debug(None, "rotated").json()["error"]["code"] == 100
+    assert debug("rotated", "wrong|secret").json()["error"]["code"] == 190

@@ -268,7 +268,8 @@ def test_results_are_sorted_by_due_time_whatever_the_file_order() -> None:
     ("* * * * *", plan.MIN_AHEAD),  # every minute: 120 fires would be less than the floor
 ])
 def test_a_frequent_rule_shortens_the_ledger_window(cron: str, ahead: timedelta) -> None:
-    cfg = config.parse((HEAD + f'posts:\n  - id: r\n    cron: "{cron}"\n    message: m\n').encode(), env=PLAN_ENV)
+    text = HEAD + f'posts:\n  - id: r\n    cron: "{cron}"\n    message: m\n'
+    cfg = config.parse(text.encode(), env=PLAN_ENV)
     now = utc(2030, 1, 1)
     start, end = plan.ledger_window(cfg, now, timedelta(days=7))
     assert start == now - plan.LOOKBACK
