@@ -76,7 +76,7 @@ alerts:
 posts: []
 """)
     env = {"TOKEN_111": "EAAB-TOKEN", "HOOK_URL": "slack://ENV-SECRET-VALUE"}
-    result = oyez("validate", cwd=tmp_path, env=env)
+    result = oyez("validate", "--strict", cwd=tmp_path, env=env)  # --strict: unset variables are errors
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "jobs.yaml:9: alerts[1]: not a notification URL Apprise can use (scheme 'nosuchservice'; "

@@ -105,7 +105,7 @@ def test_bad_rows_are_reported_by_row_and_nothing_is_written(tmp_path: Path, job
     problems = caught.value.problems
     assert [p.split(":")[1] for p in problems] == ["3", "4", "5", "6", "7"], problems
     assert problems[0].startswith("posts.csv:3: duplicate id 'launch'")
-    assert problems[1] == "posts.csv:4: unknown target 'page-z'"
+    assert problems[1] == "posts.csv:4: unknown target 'page-z' (did you mean 'page-b'?)"
     assert "cannot read '01/31/2027 18:00'" in problems[2] and "day first" in problems[2]
     assert problems[3] == "posts.csv:6: empty message"
     assert problems[4].startswith("posts.csv:7: ") and "bad id 'bad id!'" in problems[4]
