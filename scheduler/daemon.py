@@ -405,7 +405,7 @@ class Daemon:
         cfg = self.config
         if cfg is None:
             return
-        for row in report.check_tokens(cfg, self.http, clock.now()):
+        for row in report.check_tokens(cfg, self.http, clock.now(), expiring_only=True):
             if row.ok:
                 self.alerts.resolve(TOKEN, row.target, "token works again")
                 if not self.publisher.is_unhealthy(row.target):  # its settings were changed
@@ -424,7 +424,7 @@ def _db_error(exc: SQLAlchemyError) -> str:
         cfg = self.config
         if cfg is None:
             return
-        for row in report.check_tokens(cfg, self.http, clock.now()):
+        for row in report.check_tokens(cfg, self.http, clock.now(), expiring_only=True):
             if row.ok:
                 self.alerts.resolve(TOKEN, row.target, "token works again")
                 if not self.publisher.is_unhealthy(row.target):  # its settings were changed

@@ -675,9 +675,15 @@ class TokenCheck:
         return self.state == "ok"
 
 
-def check_tokens(cfg: config.Config, http: requests.Session, now: datetime) -> list[TokenCheck]:
-    """Ask each target's network whether its token works, what it may do and when it expires."""
-    return [_check_one(name, target, http, now) for name, target in cfg.targets.items()]
+def check_tokens(cfg: config.Config, http: requests.Session, now: datetime, *,
+                 expiring_only: bool = False) -> list[TokenCheck]:
+    """Ask each target's network whether its token works, what it may do and when it expires.
+
+    With `expiring_only` (the daemon's daily check), only targets whose adapter can say when
+    its token expires: asking the others (a webhook's signed ping) would be noise.
+    """
+    return [_check_one(name, target, http, now) for name, target in cfg.targets.items()
+            if not expiring_only or hasattr(adapters.get(target.adapter), "token_status")]
 
 
 def _check_one(name: str, target: config.Target, http: requests.Session, now: datetime) -> TokenCheck:

@@ -117,11 +117,13 @@ live_events:
     on_end: "Thanks for joining {{title}}."
 """)
     check = daemon.cli("check", "-c", str(daemon.jobs), db=False)
-    lines = sorted(check.stdout.splitlines())
-    assert lines == ["bluesky: OK: @police.example.org (" + bsky.did("police.example.org") + ")",
-                     "mastodon: OK: @police@127.0.0.1 (statuses up to 500 characters)",
-                     "page111: OK: Fake Page 111",
-                     f"webhook: OK: webhook {hook.url}/hooks/oyez accepted a signed ping (HTTP 204)"]
+    rows = {line.split()[0]: line.split(None, 2) for line in check.stdout.splitlines()[1:]}  # a table
+    assert {name: state for name, (_, state, _) in rows.items()} == dict.fromkeys(
+        ["bluesky", "mastodon", "page111", "webhook"], "ok")
+    assert rows["bluesky"][2].startswith("@police.example.org (" + bsky.did("police.example.org") + ")")
+    assert rows["mastodon"][2].startswith("@police@127.0.0.1 (statuses up to 500 characters)")
+    assert rows["page111"][2].startswith("Fake Page 111")
+    assert rows["webhook"][2].startswith(f"webhook {hook.url}/hooks/oyez accepted a signed ping (HTTP 204)")
     assert daemon.cli("validate", "-c", str(daemon.jobs), db=False).returncode == 0
     daemon.start()
     live, thanks = "We're live now: Live chat on hate crime. Ask your questions.", \
