@@ -7,7 +7,11 @@ from typing import cast
 
 from .base import Adapter
 
-_BUILTIN = {"facebook_page": "adapters.facebook:FacebookPage"}
+_BUILTIN = {
+    "facebook_page": "adapters.facebook:FacebookPage",
+    "instagram": "adapters.instagram:Instagram",
+    "threads": "adapters.threads:Threads",
+}
 
 
 def names() -> list[str]:

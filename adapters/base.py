@@ -8,7 +8,7 @@ call at a time per target.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol
 
@@ -25,6 +25,7 @@ __all__ = [
     "PermanentError",
     "PublishError",
     "Published",
+    "Steps",
     "TransientError",
 ]
 
@@ -35,13 +36,48 @@ class AdapterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Steps:
+    """What earlier attempts of one delivery already did on the network (ids by name).
+
+    An adapter that publishes in several calls records each intermediate id here
+    (`put`) as soon as it has it; the daemon keeps it in the ledger at once, so an
+    attempt after a crash or a timeout reuses it (`get`) instead of doing it twice.
+    This base keeps them in memory (for `oyez check`, tests and one-call adapters).
+    """
+
+    def __init__(self, saved: dict[str, str] | None = None) -> None:
+        self.saved: dict[str, str] = dict(saved or {})
+
+    def get(self, name: str) -> str | None:
+        """The id recorded under `name`, or None."""
+        return self.saved.get(name)
+
+    def put(self, name: str, value: str) -> None:
+        """Record `value` under `name` (durably, in the daemon's subclass)."""
+        self.saved[name] = value
+
+
 @dataclass(frozen=True)
 class Message:
-    """What to publish."""
+    """What to publish.
+
+    `images` lists every image of a post that has several (`image` is then the
+    first); `reply_to` is the remote id of the post this one answers (a first
+    comment, or a live event's post in a thread): the adapter publishes it as a
+    comment or a reply. `steps` carries what earlier attempts already did.
+    """
 
     text: str
     link: str | None = None
     image: str | None = None
+    images: tuple[str, ...] = ()
+    reply_to: str | None = None
+    steps: Steps = field(default_factory=Steps, compare=False, repr=False)
+
+    @property
+    def all_images(self) -> tuple[str, ...]:
+        """Every image of the message, in order."""
+        return self.images or ((self.image,) if self.image else ())
 
 
 @dataclass(frozen=True)
@@ -58,7 +94,13 @@ class Published:
 
 
 class Adapter(Protocol):
-    """One network account (a Facebook Page, a Mastodon account, ...)."""
+    """One network account (a Facebook Page, a Mastodon account, ...).
+
+    Optional, looked up with getattr: `replies: ClassVar[bool]` (the adapter can
+    publish a message with `reply_to`: first comments and live-event threads) and
+    `message_problems(text, images, link) -> list[str]` (a classmethod saying why
+    the network would refuse a message, for `oyez validate`).
+    """
 
     Settings: ClassVar[type[AdapterSettings]]
 
