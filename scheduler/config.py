@@ -58,8 +58,11 @@ class _PostSpec(_Timing):
     cron: str | None = None
     until: str | None = None
     message: str
+    message_for: dict[str, str] | None = None  # target name -> that target's own text
     link: str | None = None
     image: str | None = None
+    images: list[str] | None = None
+    first_comment: str | None = None
 
 
 class _ReminderSpec(_Strict):
@@ -73,6 +76,8 @@ class _LiveEventSpec(_Timing):
     starts: str
     ends: str
     link: str | None = None
+    image: str | None = None
+    thread: bool = False
     reminders: list[_ReminderSpec] = []
     on_start: str | None = None
     on_end: str | None = None
@@ -112,6 +117,9 @@ class Post:
     cron: BaseTrigger | None = field(default=None, compare=False)
     cron_text: str | None = None
     until: datetime | None = None
+    images: tuple[str, ...] = ()  # all images, when the post has several (`image` is the first)
+    first_comment: str | None = None
+    texts: dict[str, str] = field(default_factory=dict)  # target -> its own text (message_for)
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,8 @@ class LiveEvent:
     tz: ZoneInfo
     grace: timedelta
     draft: bool
+    image: str | None = None
+    threaded: frozenset[str] = frozenset()  # targets whose posts form one thread (thread: true)
 
     def values(self) -> dict[str, Any]:
         """The fields a message template may use, times in the event's zone."""
@@ -260,6 +270,7 @@ class _Builder:
         self.strict_env = strict_env
         self.problems: list[str] = []
         self.warnings: list[str] = []
+        self.targets: dict[str, Target] = {}
 
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
@@ -282,6 +293,7 @@ class _Builder:
             target_spec = self.validate(_TargetSpec, raw, ("targets", name))
             if target_spec is not None and (target := self.target(name, target_spec)) is not None:
                 targets[name] = target
+        self.targets = targets
         if not spec.targets:
             self.fail(("targets",), "at least one target is required")
         seen: dict[str, yamlfile.Path] = {}
@@ -401,8 +413,15 @@ class _Builder:
         common = self.common(spec, path, default_tz, known_targets)
         self.url(spec.link, (*path, "link"))
         self.url(spec.image, (*path, "image"))
+        for i, image in enumerate(spec.images or []):
+            self.url(image, (*path, "images", i))
+        if spec.image is not None and spec.images is not None:
+            self.fail((*path, "images"), "give image: (one) or images: (several), not both")
+        images = tuple(spec.images or ([spec.image] if spec.image else []))
         if not spec.message.strip():
             self.fail((*path, "message"), "message is empty")
+        if common is not None:
+            self.fits(path, common[2], spec, images)
         if (spec.at is None) == (spec.cron is None):
             self.fail(path, "a post needs exactly one of at: or cron:")
             return None
@@ -425,8 +444,51 @@ class _Builder:
                     return None
             if trigger is None:
                 return None
-        return Post(spec.id, targets, spec.message, spec.link, spec.image, tz, grace,
-                    spec.draft, at, trigger, spec.cron, until)
+        return Post(spec.id, targets, spec.message, spec.link, images[0] if images else None, tz,
+                    grace, spec.draft, at, trigger, spec.cron, until,
+                    images=images if spec.images is not None else (),
+                    first_comment=spec.first_comment, texts=dict(spec.message_for or {}))
+
+    def adapter_of(self, target: str) -> type[Any] | None:
+        """The adapter class of a target that was built, else None (its problem is reported)."""
+        built = self.targets.get(target)
+        return None if built is None else adapters.get(built.adapter)
+
+    def fits(self, path: yamlfile.Path, targets: tuple[str, ...], spec: _PostSpec,
+             images: tuple[str, ...]) -> None:
+        """Report, at its line, each text a target's network would refuse (and how to fix it)."""
+        own = spec.message_for or {}
+        for name in own:
+            if name not in targets:
+                self.fail((*path, "message_for", name), f"message_for: {name!r} is not one of this "
+                          f"post's targets ({', '.join(targets)})")
+        for name in targets:
+            where = (*path, "message_for", name) if name in own else (*path, "message")
+            self.check_message(name, own.get(name, spec.message), images, spec.link, where,
+                               path, shared=name not in own)
+            if spec.first_comment is None:
+                continue
+            adapter = self.adapter_of(name)
+            if adapter is not None and not getattr(adapter, "replies", False):
+                self.fail((*path, "first_comment"), f"target {name}: {self.targets[name].adapter} "
+                          "takes no first comment from oyez (leave it out, or list this post's "
+                          "other targets only)")
+            else:
+                self.check_message(name, spec.first_comment, (), None, (*path, "first_comment"),
+                                   path, shared=False)
+
+    def check_message(self, target: str, text: str, images: tuple[str, ...], link: str | None,
+                      where: yamlfile.Path, post: yamlfile.Path, *, shared: bool) -> None:
+        """Ask the target's adapter (`message_problems`, if it has one) about one message."""
+        adapter = self.adapter_of(target)
+        check = getattr(adapter, "message_problems", None)
+        for problem in check(text, images, link) if check is not None else []:
+            if "image" in problem:
+                self.fail(post, f"target {target}: {problem}")
+            else:
+                hint = (f"; give {target} its own text with `message_for: {{{target}: ...}}`"
+                        if shared else "")
+                self.fail(where, f"message for target {target} {problem}{hint}")
 
     def live_event(self, spec: _LiveEventSpec, path: yamlfile.Path, default_tz: ZoneInfo,
                    known_targets: Mapping[str, Any]) -> LiveEvent | None:
@@ -458,10 +520,23 @@ class _Builder:
             value = getattr(spec, key)
             if value is not None:
                 self.template(value, (*path, key))
+        self.url(spec.image, (*path, "image"))
         if starts is None or ends is None:
             return None
-        return LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
-                         spec.on_start, spec.on_end, tz, grace, spec.draft)
+        threaded = frozenset(t for t in targets if spec.thread
+                             and getattr(self.adapter_of(t), "replies", False))
+        event = LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
+                          spec.on_start, spec.on_end, tz, grace, spec.draft, spec.image, threaded)
+        texts = [((*path, "reminders", i), r.message) for i, r in enumerate(spec.reminders)]
+        texts += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")
+                  if getattr(spec, key) is not None]
+        for where, template in texts:
+            with contextlib.suppress(ValueError, TypeError, KeyError):  # reported by template()
+                text = templates.render(template, event.values())
+                for name in targets:
+                    self.check_message(name, text, (spec.image,) if spec.image else (), spec.link,
+                                       where, path, shared=False)
+        return event
 
     def template(self, text: str, path: yamlfile.Path) -> None:
         problem = templates.fields_problem(text, TEMPLATE_FIELDS)

@@ -87,6 +87,10 @@ class Delivery(SQLModel, table=True):
     text: str
     link: str | None = None
     image: str | None = None
+    images: str | None = None  # every image, one per line, when the post has several
+    parent: str | None = None  # key of the delivery this one is a comment or reply under
+    steps: str | None = None  # JSON: ids earlier attempts created on the network (Message.steps)
+    permalink: str | None = None
     remote_id: str | None = None
     error: str | None = None
     lateness_ms: int | None = None
@@ -167,7 +171,7 @@ class SyncResult:
     kept_text: list[str] = field(default_factory=list)
 
 
-_CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image")
+_CONTENT = ("part", "target", "tz", "due_at", "deadline", "text", "link", "image", "images", "parent")
 
 
 class Ledger:
@@ -385,6 +389,23 @@ class Ledger:
         log.warning("delivery %s: claim lost before its outcome was recorded", delivery.key)
         return False
 
+    def record_steps(self, delivery: Delivery, node: str, steps: str) -> bool:
+        """Keep what an attempt did so far (`steps`, JSON), if `node` still holds the claim."""
+        with self.transaction() as conn:
+            done = conn.execute(update(_D).where(_D.c.id == delivery.id, _D.c.status == "sending",
+                                                 _D.c.claimed_by == node).values(steps=steps))
+            return bool(done.rowcount == 1)
+
+    def parent(self, delivery_id: int) -> Delivery | None:
+        """The delivery that delivery `delivery_id` is a comment or reply under, if any."""
+        child = select(Delivery.parent, Delivery.dry_run).where(col(Delivery.id) == delivery_id)
+        with self.session() as s:
+            found = s.exec(child).first()
+            if found is None or found[0] is None:
+                return None
+            return s.exec(select(Delivery).where(Delivery.key == found[0],
+                                                 Delivery.dry_run == found[1])).first()
+
     def defer(self, delivery_id: int, until: datetime, now: datetime) -> None:
         """Push back an unclaimed delivery's next attempt (e.g. while a target is throttled)."""
         with self.writing() as s:
@@ -552,12 +573,13 @@ _CLAIM = (
 )
 
 
-_MESSAGE = ("text", "link", "image")
+_MESSAGE = ("text", "link", "image", "images")
 
 
 def _content(occ: Occurrence) -> dict[str, Any]:
     return {"part": occ.part, "target": occ.target, "tz": occ.tz_name, "due_at": occ.due,
-            "deadline": occ.deadline, "text": occ.text, "link": occ.link, "image": occ.image}
+            "deadline": occ.deadline, "text": occ.text, "link": occ.link, "image": occ.image,
+            "images": "\n".join(occ.images) or None, "parent": occ.parent}
 
 
 def _missed_reason(row: Delivery, now: datetime) -> str:

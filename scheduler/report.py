@@ -64,6 +64,7 @@ def plan_rows(cfg: config.Config, start: datetime, end: datetime, db: str) -> li
             "utc": _iso(o.due), "job": o.job_id, "part": o.part,
             "target": o.target, "text": o.text, "link": o.link, "image": o.image,
             "status": "draft" if o.draft else _status(rows.get(o.key), unhealthy), "key": o.key,
+            "permalink": getattr(rows.get(o.key), "permalink", None), "under": o.parent,
         }
         for o in occurrences
     ]
@@ -77,7 +78,7 @@ def plan_text(rows: list[dict[str, Any]], start: datetime, end: datetime) -> str
         lines.append(f"\n{local:%a %Y-%m-%d %H:%M:%S} {row['zone']}  ({row['utc'][11:19]}Z)  "
                      f"{row['job']} {row['part']} -> {row['target']}  [{row['status']}]")
         lines += [f"    | {line}" for line in row["text"].splitlines()]
-        lines += [f"    {k}: {row[k]}" for k in ("link", "image") if row[k]]
+        lines += [f"    {k}: {row[k]}" for k in ("link", "image", "under", "permalink") if row.get(k)]
     return "\n".join(lines)
 
 
@@ -93,7 +94,7 @@ def history_rows(db: str, limit: int, dry_run: bool = False) -> list[dict[str, A
             "due": _iso(d.due_at), "status": _status(d, unhealthy), "attempts": d.attempts,
             "remote_id": d.remote_id, "error": d.error, "sent_at": _iso(d.sent_at),
             "lateness_ms": d.lateness_ms, "dry_run": d.dry_run, "text": d.text,
-            "config_digest": d.config_digest,
+            "config_digest": d.config_digest, "permalink": d.permalink,
         }
         for d in ledger.deliveries(dry_run=dry_run, limit=limit)
     ]
@@ -107,6 +108,8 @@ def history_text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if r["status"] == "sent":
             detail = f"{r['remote_id']} ({r['lateness_ms']} ms after its time)"
+            if r.get("permalink"):
+                detail += f" {r['permalink']}"
         else:
             detail = r["error"] or ""
         lines.append(f"{r['due'][:19]:<20} {r['status']:<27} {r['attempts']:>3}  "

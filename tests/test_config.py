@@ -78,7 +78,7 @@ ERRORS = [
                  "unknown time zone 'Mars/Olympus'", id="unknown-time-zone"),
     pytest.param(HEAD + post(at=T, targets="[page, nope]", message="hi"), 10, "unknown target 'nope'",
                  id="unknown-target"),
-    pytest.param(head("myspace") + NONE, 4, "unknown adapter 'myspace' (known: facebook_page)",
+    pytest.param(head("myspace") + NONE, 4, "unknown adapter 'myspace' (known: facebook_page, instagram, threads)",
                  id="unknown-adapter"),
     pytest.param(HEAD + event(on_start="'hi {nope}'"), 12, "unknown template field {nope}",
                  id="unknown-template-field"),

@@ -25,9 +25,12 @@ TABLES = ("delivery", "attempt", "reload", "targethealth")
 
 
 def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of 0.1.0's tables, as SQLite stores them."""
+    """Every row of 0.1.0's tables, in 0.1.0's columns (later versions add some), as SQLite
+    stores them."""
+    with sqlite3.connect(OLD) as old:
+        columns = {t: ", ".join(c[1] for c in old.execute(f"PRAGMA table_info({t})")) for t in TABLES}
     with sqlite3.connect(path) as conn:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in TABLES}
+        return {t: conn.execute(f"SELECT {columns[t]} FROM {t} ORDER BY 1").fetchall() for t in TABLES}
 
 
 def test_the_migrations_build_exactly_the_models(ledger: Ledger) -> None:
