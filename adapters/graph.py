@@ -215,7 +215,7 @@ class ContainerApi:
     create: str  # edge of the user that creates a container: "media" or "threads"
     publish: str  # edge that publishes one: "media_publish" or "threads_publish"
     status_field: str  # "status_code" on Instagram, "status" on Threads
-    detail_field: str | None  # the field that says why a container is in ERROR (Threads)
+    detail_field: str  # the field that says why a container is in ERROR ("status", "error_message")
 
 
 class ContainerPublisher(GraphClient):
@@ -276,11 +276,11 @@ class ContainerPublisher(GraphClient):
 
     def _status(self, container: str) -> str:
         """The container's status; an ERROR is permanent (with the network's reason)."""
-        fields = [self.API.status_field, *([self.API.detail_field] if self.API.detail_field else [])]
-        body = self.call("GET", f"/{container}", params={"fields": ",".join(fields)}).body
+        fields = f"{self.API.status_field},{self.API.detail_field}"
+        body = self.call("GET", f"/{container}", params={"fields": fields}).body
         status = str(body.get(self.API.status_field) or "IN_PROGRESS").split(":")[0].strip()
         if status == "ERROR":
-            why = body.get(self.API.detail_field or "", "") or body.get("status", "no reason given")
+            why = body.get(self.API.detail_field) or "no reason given"
             raise PermanentError(f"{self.who}: container {container} failed: {redact(str(why))[:300]}")
         return status
 

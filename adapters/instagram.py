@@ -38,7 +38,7 @@ class Instagram(ContainerPublisher):
     """Publishes to one Instagram professional account."""
 
     Settings: ClassVar[type[AdapterSettings]] = InstagramSettings
-    API: ClassVar[ContainerApi] = ContainerApi("media", "media_publish", "status_code", None)
+    API: ClassVar[ContainerApi] = ContainerApi("media", "media_publish", "status_code", "status")
     LISTING_FIELDS: ClassVar[tuple[str, str, str]] = ("caption", "timestamp", "permalink")
     URL_ENV: ClassVar[str] = "IG_GRAPH_URL"
     VERSION_ENV: ClassVar[str] = "IG_GRAPH_VERSION"
@@ -60,11 +60,11 @@ class Instagram(ContainerPublisher):
         if len(images) > MAX_IMAGES:
             problems.append(f"an Instagram carousel takes at most {MAX_IMAGES} images, got {len(images)}")
         if len(text) > MAX_CAPTION:
-            problems.append(f"caption is {len(text)} characters, over Instagram's {MAX_CAPTION}")
+            problems.append(f"is {len(text)} characters, over Instagram's {MAX_CAPTION} for a caption")
         counted = ((_HASHTAG, MAX_HASHTAGS, "hashtags"), (_MENTION, MAX_MENTIONS, "@mentions"))
         for pattern, most, what in counted:
             if (count := len(pattern.findall(text))) > most:
-                problems.append(f"caption has {count} {what}, over Instagram's {most}")
+                problems.append(f"has {count} {what}, over Instagram's {most}")
         return problems
 
     def containers(self, message: Message) -> dict[str, str]:

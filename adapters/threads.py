@@ -9,13 +9,15 @@ counts an emoji as its UTF-8 bytes.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Collection
+from datetime import datetime
 from typing import ClassVar
 
 import requests
 
 from scheduler.secrets import redact
 
-from .base import AdapterSettings, AuthError, Message
+from .base import AdapterSettings, AuthError, Message, Published
 from .graph import ContainerApi, ContainerPublisher, GraphSettings
 
 MAX_TEXT = 500
@@ -83,6 +85,13 @@ class Threads(ContainerPublisher):
         if message.reply_to:
             fields["reply_to_id"] = message.reply_to
         return fields
+
+    def find_published(self, message: Message, since: datetime,
+                       exclude: Collection[str] = frozenset()) -> Published | None:
+        """Page back through the profile's threads (its replies, for a reply) to `since`; the
+        earliest with this text wins."""
+        edge = "replies" if message.reply_to else "threads"
+        return self.find_in(f"/{self.user_id}/{edge}", self.LISTING_FIELDS, message, since, exclude)
 
     def check(self) -> str:
         """Return the profile's username as the token sees it."""
