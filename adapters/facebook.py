@@ -23,6 +23,7 @@ from .graph import check_base_url
 __all__ = ["FacebookPage", "FacebookPageSettings", "check_base_url"]
 
 MAX_IMAGES = 10  # photos attached to one feed post
+MAX_TEXT = 63206  # widely cited, not in Meta's docs; counted in characters
 CREATED = {"fields": "id,permalink_url"}  # asked with each create call: the answer carries the permalink
 
 
@@ -37,6 +38,7 @@ class FacebookPage(graph.GraphClient):
 
     Settings: ClassVar[type[AdapterSettings]] = FacebookPageSettings
     replies: ClassVar[bool] = True
+    TOKEN: ClassVar[str] = "Page access token"
 
     def __init__(self, settings: AdapterSettings, http: requests.Session) -> None:
         assert isinstance(settings, FacebookPageSettings)
@@ -47,9 +49,12 @@ class FacebookPage(graph.GraphClient):
     @classmethod
     def message_problems(cls, text: str, images: tuple[str, ...], link: str | None) -> list[str]:
         """Why the Page would refuse this message (checked by `oyez validate`)."""
+        problems = []
         if len(images) > MAX_IMAGES:
-            return [f"a Facebook post takes at most {MAX_IMAGES} images, got {len(images)}"]
-        return []
+            problems.append(f"a Facebook post takes at most {MAX_IMAGES} images, got {len(images)}")
+        if len(text) > MAX_TEXT:
+            problems.append(f"is {len(text):,} characters, over Facebook's {MAX_TEXT:,}")
+        return problems
 
     def publish(self, message: Message) -> Published:
         """A comment (with `reply_to`), a photo post, an album post, or a feed post."""

@@ -73,6 +73,7 @@ class GraphClient:
     DEFAULT_VERSION: ClassVar[str] = "v25.0"
     URL_ENV: ClassVar[str] = "FB_GRAPH_URL"
     VERSION_ENV: ClassVar[str] = "FB_GRAPH_VERSION"
+    TOKEN: ClassVar[str] = "access token"  # what the fix for a refused token asks for
     who: str
 
     def __init__(self, settings: GraphSettings, http: requests.Session) -> None:
@@ -90,7 +91,7 @@ class GraphClient:
                         data=data, params=params, auth=self._auth)
         if resp.status < 400 and isinstance(resp.body, dict) and "error" not in resp.body:
             return resp
-        raise graph_error(resp, self.who, ambiguous=method != "GET")
+        raise graph_error(resp, self.who, ambiguous=method != "GET", token=self.TOKEN)
 
     def listing(self, path: str, params: dict[str, str]) -> Iterator[tuple[dict[str, Any], web.Response]]:
         """Every item of a paged listing (newest first), with the response that carried it."""
@@ -124,7 +125,8 @@ class GraphClient:
         return found
 
 
-def graph_error(resp: web.Response, where: str, *, ambiguous: bool) -> Exception:
+def graph_error(resp: web.Response, where: str, *, ambiguous: bool,
+                token: str = "access token") -> Exception:
     """Map a Graph API error response to the error tree."""
     error: dict[str, Any] = {}
     if isinstance(resp.body, dict) and isinstance(resp.body.get("error"), dict):
@@ -141,7 +143,7 @@ def graph_error(resp: web.Response, where: str, *, ambiguous: bool) -> Exception
     if error.get("fbtrace_id"):
         detail += f" (fbtrace_id {redact(str(error['fbtrace_id']))[:64]})"
     if code in AUTH_CODES:
-        detail += ". Fix: issue a new access token and update it in .env"
+        detail += f". Fix: issue a new {token} and update it in .env"
         return AuthError(detail, code=code, status=resp.status)
     if code in RATE_LIMIT_CODES:
         wait = retry_after(resp) or (QUOTA_WAIT if code == 9 else None)

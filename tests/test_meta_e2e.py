@@ -82,7 +82,8 @@ def test_sigkill_between_container_and_publish_publishes_that_container_once(
         [post] = fake.published()
         row = by_key(meta_daemon)[f"post:p:{name}"]
         assert list(fake.containers) == [container] and fake.containers[container].media_id == post.id
-        assert row.remote_id == post.id and row.permalink and json.loads(row.steps or "")["container"] == container
+        assert row.remote_id == post.id and row.permalink
+        assert json.loads(row.steps or "")["container"] == container
         history = meta_daemon.cli("history").stdout
         assert row.permalink in history
         assert TOKEN not in meta_daemon.log() + history
@@ -166,3 +167,17 @@ def test_a_first_comment_waits_for_its_post_and_is_never_repeated(
     assert rows["post:p:page111"].permalink == f"https://www.facebook.com/{post.id}"
     plan = meta_daemon.cli("plan", "-c", str(meta_daemon.jobs), "--from", iso(soon(-300))).stdout
     assert f"permalink: https://www.facebook.com/{post.id}" in plan
+
+
+def test_check_asks_facebook_instagram_and_threads_who_the_token_belongs_to(
+        graph: FakeGraph, ig: FakeMeta, th: FakeMeta, meta_daemon: DaemonProcess) -> None:
+    th.set_token("9001", "ROTATED-THREADS-TOKEN")  # ours is now refused
+    meta_daemon.write(targets_yaml(graph, "111") + meta_targets(ig, th) + "posts: []\n")
+    result = meta_daemon.cli("check", "-c", str(meta_daemon.jobs), db=False, check=False)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1
+    assert lines[:2] == ["page111: OK: Fake Page 111", "ig: OK: @fake_17841"]
+    assert lines[2].startswith("th: FAILED: threads 9001: HTTP 400, Graph error 190")
+    assert lines[2].endswith("Fix: issue a new access token and update it in .env")
+    assert TOKEN not in result.stdout + result.stderr
+    assert [r.path for r in th.received] == ["/v1.0/me"] and [r.path for r in ig.received] == ["/v25.0/17841"]
