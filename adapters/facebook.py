@@ -11,8 +11,6 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import ClassVar
 
-import requests
-
 from scheduler.secrets import redact
 
 from . import graph
@@ -39,12 +37,7 @@ class FacebookPage(graph.GraphClient):
     Settings: ClassVar[type[AdapterSettings]] = FacebookPageSettings
     replies: ClassVar[bool] = True
     TOKEN: ClassVar[str] = "Page access token"
-
-    def __init__(self, settings: AdapterSettings, http: requests.Session) -> None:
-        assert isinstance(settings, FacebookPageSettings)
-        super().__init__(settings, http)
-        self.page_id = settings.page_id
-        self.who = f"page {self.page_id}"
+    ACCOUNT: ClassVar[tuple[str, str]] = ("page_id", "page")
 
     @classmethod
     def message_problems(cls, text: str, images: tuple[str, ...], link: str | None) -> list[str]:
@@ -63,37 +56,24 @@ class FacebookPage(graph.GraphClient):
             resp = self.call("POST", f"/{message.reply_to}/comments", params=CREATED,
                              data={"message": message.text})
         elif len(images) == 1 and not message.images:
-            resp = self.call("POST", f"/{self.page_id}/photos",
+            resp = self.call("POST", f"/{self.account}/photos",
                              data={"url": images[0], "message": message.text})
             post_id = str(resp.body.get("post_id") or resp.body.get("id") or "")
             return self._published(post_id, f"https://www.facebook.com/{post_id}", resp)
         else:
             fields = {"message": message.text}
-            if images:
+            if images:  # unpublished photos are invisible until the post attaches them
+                photos = self.created_once(message, "photo", f"/{self.account}/photos",
+                                           [{"url": url, "published": "false"} for url in images])
                 fields |= {f"attached_media[{i}]": json.dumps({"media_fbid": photo})
-                           for i, photo in enumerate(self._upload(images, message))}
+                           for i, photo in enumerate(photos)}
             elif message.link:
                 fields["link"] = message.link
-            resp = self.call("POST", f"/{self.page_id}/feed", params=CREATED, data=fields)
+            resp = self.call("POST", f"/{self.account}/feed", params=CREATED, data=fields)
         remote_id = str(resp.body.get("id") or "")
         url = resp.body.get("permalink_url")
         return self._published(remote_id, url if isinstance(url, str) else
                                f"https://www.facebook.com/{remote_id}", resp)
-
-    def _upload(self, images: tuple[str, ...], message: Message) -> list[str]:
-        """Upload each image unpublished (invisible until attached), once per delivery."""
-        photos = []
-        for i, url in enumerate(images):
-            photo = message.steps.get(f"photo-{i}")
-            if photo is None:
-                resp = self.call("POST", f"/{self.page_id}/photos",
-                                 data={"url": url, "published": "false"})
-                photo = str(resp.body.get("id") or "")
-                if not photo:  # nothing visible was created: an ordinary retry is safe
-                    raise TransientError(f"{self.who}: photo upload answered without an id")
-                message.steps.put(f"photo-{i}", photo)
-            photos.append(photo)
-        return photos
 
     def _published(self, remote_id: str, url: str, resp: web.Response) -> Published:
         if not remote_id:
@@ -104,14 +84,14 @@ class FacebookPage(graph.GraphClient):
                        exclude: Collection[str] = frozenset()) -> Published | None:
         """Page back through the page's posts (or the parent's comments) to `since`; the
         earliest with this text wins."""
-        where = f"/{message.reply_to}/comments" if message.reply_to else f"/{self.page_id}/published_posts"
+        where = f"/{message.reply_to}/comments" if message.reply_to else f"/{self.account}/published_posts"
         return self.find_in(where, ("message", "created_time", "permalink_url"), message, since,
                             exclude)
 
     def check(self) -> str:
         """Return the page's name as the token sees it."""
         resp = self.call("GET", "/me", params={"fields": "id,name"})
-        if str(resp.body.get("id")) != self.page_id:
-            raise AuthError(f"page {self.page_id}: the access token belongs to "
+        if str(resp.body.get("id")) != self.account:
+            raise AuthError(f"page {self.account}: the access token belongs to "
                             f"{redact(str(resp.body.get('id')))[:40]}, not to this page")
-        return str(resp.body.get("name", self.page_id))
+        return str(resp.body.get("name", self.account))

@@ -65,18 +65,25 @@ class GraphSettings(AdapterSettings):
 class GraphClient:
     """An account on a Graph-style API: base URL and version, bearer token, typed errors.
 
-    Subclasses set the defaults and the environment variables that override them
-    (`URL_ENV`, `VERSION_ENV`), and `who` (how errors name the account).
+    Subclasses set their `Settings`, `ACCOUNT` (the settings field holding the
+    account's id, and the word errors name it by), the defaults and the
+    environment variables that override them (`URL_ENV`, `VERSION_ENV`).
     """
+
+    Settings: ClassVar[type[AdapterSettings]]
+    ACCOUNT: ClassVar[tuple[str, str]]
 
     DEFAULT_URL: ClassVar[str] = "https://graph.facebook.com"
     DEFAULT_VERSION: ClassVar[str] = "v25.0"
     URL_ENV: ClassVar[str] = "FB_GRAPH_URL"
     VERSION_ENV: ClassVar[str] = "FB_GRAPH_VERSION"
     TOKEN: ClassVar[str] = "access token"  # what the fix for a refused token asks for
-    who: str
 
-    def __init__(self, settings: GraphSettings, http: requests.Session) -> None:
+    def __init__(self, settings: AdapterSettings, http: requests.Session) -> None:
+        assert isinstance(settings, GraphSettings) and isinstance(settings, self.Settings)
+        field, label = self.ACCOUNT
+        self.account = str(getattr(settings, field))
+        self.who = f"{label} {self.account}"
         base = settings.graph_url or check_base_url(os.environ.get(self.URL_ENV) or self.DEFAULT_URL)
         version = os.environ.get(self.VERSION_ENV) or self.DEFAULT_VERSION
         self.base = f"{base}/{version}"
@@ -92,6 +99,21 @@ class GraphClient:
         if resp.status < 400 and isinstance(resp.body, dict) and "error" not in resp.body:
             return resp
         raise graph_error(resp, self.who, ambiguous=method != "GET", token=self.TOKEN)
+
+    def created_once(self, message: Message, step: str, path: str,
+                     items: list[dict[str, str]]) -> list[str]:
+        """POST `path` once for each of `items` (unpublished photos, carousel items), keeping
+        each id in the message's steps as `{step}-{i}`; ids an earlier attempt kept are reused."""
+        ids = []
+        for i, data in enumerate(items):
+            ident = message.steps.get(f"{step}-{i}")
+            if ident is None:
+                ident = str(self.call("POST", path, data=data).body.get("id") or "")
+                if not ident:  # nothing visible was created: an ordinary retry is safe
+                    raise TransientError(f"{self.who}: {step} {i + 1} created without an id")
+                message.steps.put(f"{step}-{i}", ident)
+            ids.append(ident)
+        return ids
 
     def listing(self, path: str, params: dict[str, str]) -> Iterator[tuple[dict[str, Any], web.Response]]:
         """Every item of a paged listing (newest first), with the response that carried it."""
@@ -231,7 +253,6 @@ class ContainerPublisher(GraphClient):
 
     API: ClassVar[ContainerApi]
     LISTING_FIELDS: ClassVar[tuple[str, str, str]]
-    user_id: str
 
     def poll_limits(self) -> tuple[float, float]:
         """(seconds between status reads, most seconds to wait for FINISHED)."""
@@ -248,7 +269,7 @@ class ContainerPublisher(GraphClient):
         status = self._status(container) if container else "EXPIRED"
         if container is None or status == "EXPIRED":  # a container lives 24 hours
             fields = self.containers(message)
-            container = self._id(self.call("POST", f"/{self.user_id}/{self.API.create}", data=fields),
+            container = self._id(self.call("POST", f"/{self.account}/{self.API.create}", data=fields),
                                  "container")
             message.steps.put("container", container)
             status = self._status(container)
@@ -257,7 +278,7 @@ class ContainerPublisher(GraphClient):
             raise TransientError(f"{self.who}: container {container} is already published",
                                  ambiguous=True)
         self._wait(container, status)
-        resp = self.call("POST", f"/{self.user_id}/{self.API.publish}", data={"creation_id": container})
+        resp = self.call("POST", f"/{self.account}/{self.API.publish}", data={"creation_id": container})
         media = self._id(resp, "post")
         return Published(media, self.permalink(media), usage_percent(resp))
 
@@ -273,7 +294,7 @@ class ContainerPublisher(GraphClient):
     def find_published(self, message: Message, since: datetime,
                        exclude: Collection[str] = frozenset()) -> Published | None:
         """Page back through the account's posts to `since`; the earliest with this text wins."""
-        return self.find_in(f"/{self.user_id}/{self.API.create}", self.LISTING_FIELDS, message,
+        return self.find_in(f"/{self.account}/{self.API.create}", self.LISTING_FIELDS, message,
                             since, exclude)
 
     def _status(self, container: str) -> str:

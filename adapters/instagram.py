@@ -40,15 +40,13 @@ class Instagram(ContainerPublisher):
     Settings: ClassVar[type[AdapterSettings]] = InstagramSettings
     API: ClassVar[ContainerApi] = ContainerApi("media", "media_publish", "status_code", "status")
     LISTING_FIELDS: ClassVar[tuple[str, str, str]] = ("caption", "timestamp", "permalink")
+    ACCOUNT: ClassVar[tuple[str, str]] = ("ig_user_id", "instagram")
     URL_ENV: ClassVar[str] = "IG_GRAPH_URL"
     VERSION_ENV: ClassVar[str] = "IG_GRAPH_VERSION"
     replies: ClassVar[bool] = False
 
     def __init__(self, settings: AdapterSettings, http: requests.Session) -> None:
-        assert isinstance(settings, InstagramSettings)
         super().__init__(settings, http)
-        self.user_id = settings.ig_user_id
-        self.who = f"instagram {self.user_id}"
         self._quota: tuple[float, int, int] | None = None  # (read at, used, total)
 
     @classmethod
@@ -75,22 +73,15 @@ class Instagram(ContainerPublisher):
             raise TransientError(f"{self.who}: a post without an image cannot go to Instagram")
         if len(images) == 1:
             return {"image_url": images[0], "caption": message.text}
-        children = []
-        for i, url in enumerate(images):
-            child = message.steps.get(f"child-{i}")
-            if child is None:
-                resp = self.call("POST", f"/{self.user_id}/media",
-                                 data={"image_url": url, "is_carousel_item": "true"})
-                child = self._id(resp, "carousel item")
-                message.steps.put(f"child-{i}", child)
-            children.append(child)
+        children = self.created_once(message, "child", f"/{self.account}/media",
+                                     [{"image_url": url, "is_carousel_item": "true"} for url in images])
         return {"media_type": "CAROUSEL", "children": ",".join(children), "caption": message.text}
 
     def _respect_quota(self) -> None:
         """Read the publishing quota before a burst; refuse (retry after) when it is used up."""
         now = time.monotonic()
         if self._quota is None or now - self._quota[0] > QUOTA_FRESH:
-            resp = self.call("GET", f"/{self.user_id}/content_publishing_limit",
+            resp = self.call("GET", f"/{self.account}/content_publishing_limit",
                              params={"fields": "quota_usage,config"})
             data = resp.body.get("data")
             entry = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
@@ -107,8 +98,8 @@ class Instagram(ContainerPublisher):
 
     def check(self) -> str:
         """Return the account's username as the token sees it."""
-        body = self.call("GET", f"/{self.user_id}", params={"fields": "id,username"}).body
-        if str(body.get("id")) != self.user_id:
+        body = self.call("GET", f"/{self.account}", params={"fields": "id,username"}).body
+        if str(body.get("id")) != self.account:
             raise AuthError(f"{self.who}: the access token reads another account "
                             f"({redact(str(body.get('id')))[:40]})")
-        return f"@{body.get('username', self.user_id)}"
+        return f"@{body.get('username', self.account)}"

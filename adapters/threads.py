@@ -13,8 +13,6 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import ClassVar
 
-import requests
-
 from scheduler.secrets import redact
 
 from .base import AdapterSettings, AuthError, Message, Published
@@ -54,15 +52,10 @@ class Threads(ContainerPublisher):
     LISTING_FIELDS: ClassVar[tuple[str, str, str]] = ("text", "timestamp", "permalink")
     DEFAULT_URL: ClassVar[str] = "https://graph.threads.net"
     DEFAULT_VERSION: ClassVar[str] = "v1.0"
+    ACCOUNT: ClassVar[tuple[str, str]] = ("user_id", "threads")
     URL_ENV: ClassVar[str] = "THREADS_GRAPH_URL"
     VERSION_ENV: ClassVar[str] = "THREADS_GRAPH_VERSION"
     replies: ClassVar[bool] = True
-
-    def __init__(self, settings: AdapterSettings, http: requests.Session) -> None:
-        assert isinstance(settings, ThreadsSettings)
-        super().__init__(settings, http)
-        self.user_id = settings.user_id
-        self.who = f"threads {self.user_id}"
 
     @classmethod
     def message_problems(cls, text: str, images: tuple[str, ...], link: str | None) -> list[str]:
@@ -91,12 +84,12 @@ class Threads(ContainerPublisher):
         """Page back through the profile's threads (its replies, for a reply) to `since`; the
         earliest with this text wins."""
         edge = "replies" if message.reply_to else "threads"
-        return self.find_in(f"/{self.user_id}/{edge}", self.LISTING_FIELDS, message, since, exclude)
+        return self.find_in(f"/{self.account}/{edge}", self.LISTING_FIELDS, message, since, exclude)
 
     def check(self) -> str:
         """Return the profile's username as the token sees it."""
         body = self.call("GET", "/me", params={"fields": "id,username"}).body
-        if str(body.get("id")) != self.user_id:
+        if str(body.get("id")) != self.account:
             raise AuthError(f"{self.who}: the access token belongs to another profile "
                             f"({redact(str(body.get('id')))[:40]})")
-        return f"@{body.get('username', self.user_id)}"
+        return f"@{body.get('username', self.account)}"
