@@ -527,7 +527,7 @@ class _Builder:
                              and getattr(self.adapter_of(t), "replies", False))
         event = LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
                           spec.on_start, spec.on_end, tz, grace, spec.draft, spec.image, threaded)
-        texts = [((*path, "reminders", i), r.message) for i, r in enumerate(spec.reminders)]
+        texts = [((*path, "reminders", i, "message"), r.message) for i, r in enumerate(spec.reminders)]
         texts += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")
                   if getattr(spec, key) is not None]
         for where, template in texts:

@@ -398,13 +398,9 @@ class Ledger:
 
     def parent(self, delivery_id: int) -> Delivery | None:
         """The delivery that delivery `delivery_id` is a comment or reply under, if any."""
-        child = select(Delivery.parent, Delivery.dry_run).where(col(Delivery.id) == delivery_id)
-        with self.session() as s:
-            found = s.exec(child).first()
-            if found is None or found[0] is None:
-                return None
-            return s.exec(select(Delivery).where(Delivery.key == found[0],
-                                                 Delivery.dry_run == found[1])).first()
+        with self.engine.connect() as conn:
+            row = conn.execute(_PARENT, {"delivery_id": delivery_id}).one_or_none()
+        return None if row is None else Delivery(**row._mapping)
 
     def defer(self, delivery_id: int, until: datetime, now: datetime) -> None:
         """Push back an unclaimed delivery's next attempt (e.g. while a target is throttled)."""
@@ -570,6 +566,13 @@ _CLAIM = (
             attempts=_D.c.attempts + 1, updated_at=bindparam("now"),
             first_attempt_at=func.coalesce(_D.c.first_attempt_at, bindparam("now")))
     .returning(*_D.c)  # SQLite >= 3.35 and PostgreSQL
+)
+_CHILD = _D.alias("child")
+# On every delivery's path, like _CLAIM: one prepared join (most rows have no parent)
+_PARENT = (
+    select(*_D.c)
+    .join(_CHILD, (_CHILD.c.parent == _D.c.key) & (_CHILD.c.dry_run == _D.c.dry_run))
+    .where(_CHILD.c.id == bindparam("delivery_id"))
 )
 
 
