@@ -358,3 +358,10 @@ def test_first_comment_and_live_thread_are_planned_under_their_parent() -> None:
     assert occ[f"{start}:th"].parent == "live:chat:reminder-1h:2030-01-02T19:00:00Z:th"
     assert occ[f"{start}:ig"].parent is None  # Instagram takes no replies: its own posts
     assert occ[f"{start}:ig"].image == IMG
+
+
+def test_a_live_event_message_too_long_for_threads_is_located_at_its_line() -> None:
+    got = problems("  []\nlive_events:\n  - id: chat\n    title: Chat\n    starts: 2030-01-02T19:00:00Z\n"
+                   "    ends: 2030-01-02T20:00:00Z\n    targets: [page, th]\n    reminders:\n"
+                   f"      - before: 1h\n        message: '{{title}} {'y' * 500}'\n")
+    assert [p.split(" is ")[0] for p in got] == ["jobs.yaml:24: message for target th"]
