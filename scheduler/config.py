@@ -531,6 +531,8 @@ class _Builder:
         texts += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")
                   if getattr(spec, key) is not None]
         for where, template in texts:
+            if templates.fields_problem(template, TEMPLATE_FIELDS) is not None:
+                continue  # reported by template(); never rendered (a width may be huge)
             with contextlib.suppress(ValueError, TypeError, KeyError):  # reported by template()
                 text = templates.render(template, event.values())
                 for name in targets:
