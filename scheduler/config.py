@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, StringConstraints, Valida
 import adapters
 from adapters.base import AdapterSettings
 
-from . import secrets, templates, times, yamlfile
+from . import fit, secrets, templates, times, yamlfile
 from .errors import ConfigError
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
@@ -270,7 +270,7 @@ class _Builder:
         self.strict_env = strict_env
         self.problems: list[str] = []
         self.warnings: list[str] = []
-        self.targets: dict[str, Target] = {}
+        self.adapter_names: dict[str, str] = {}  # target -> adapter, for the targets built
 
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
@@ -293,7 +293,7 @@ class _Builder:
             target_spec = self.validate(_TargetSpec, raw, ("targets", name))
             if target_spec is not None and (target := self.target(name, target_spec)) is not None:
                 targets[name] = target
-        self.targets = targets
+        self.adapter_names = {name: target.adapter for name, target in targets.items()}
         if not spec.targets:
             self.fail(("targets",), "at least one target is required")
         seen: dict[str, yamlfile.Path] = {}
@@ -421,7 +421,10 @@ class _Builder:
         if not spec.message.strip():
             self.fail((*path, "message"), "message is empty")
         if common is not None:
-            self.fits(path, common[2], spec, images)
+            for where, problem in fit.post(self.adapter_names, path, common[2], spec.message,
+                                           spec.message_for or {}, spec.first_comment, images,
+                                           spec.link):
+                self.fail(where, problem)
         if (spec.at is None) == (spec.cron is None):
             self.fail(path, "a post needs exactly one of at: or cron:")
             return None
@@ -448,47 +451,6 @@ class _Builder:
                     grace, spec.draft, at, trigger, spec.cron, until,
                     images=images if spec.images is not None else (),
                     first_comment=spec.first_comment, texts=dict(spec.message_for or {}))
-
-    def adapter_of(self, target: str) -> type[Any] | None:
-        """The adapter class of a target that was built, else None (its problem is reported)."""
-        built = self.targets.get(target)
-        return None if built is None else adapters.get(built.adapter)
-
-    def fits(self, path: yamlfile.Path, targets: tuple[str, ...], spec: _PostSpec,
-             images: tuple[str, ...]) -> None:
-        """Report, at its line, each text a target's network would refuse (and how to fix it)."""
-        own = spec.message_for or {}
-        for name in own:
-            if name not in targets:
-                self.fail((*path, "message_for", name), f"message_for: {name!r} is not one of this "
-                          f"post's targets ({', '.join(targets)})")
-        for name in targets:
-            where = (*path, "message_for", name) if name in own else (*path, "message")
-            self.check_message(name, own.get(name, spec.message), images, spec.link, where,
-                               path, shared=name not in own)
-            if spec.first_comment is None:
-                continue
-            adapter = self.adapter_of(name)
-            if adapter is not None and not getattr(adapter, "replies", False):
-                self.fail((*path, "first_comment"), f"target {name}: {self.targets[name].adapter} "
-                          "takes no first comment from oyez (leave it out, or list this post's "
-                          "other targets only)")
-            else:
-                self.check_message(name, spec.first_comment, (), None, (*path, "first_comment"),
-                                   path, shared=False)
-
-    def check_message(self, target: str, text: str, images: tuple[str, ...], link: str | None,
-                      where: yamlfile.Path, post: yamlfile.Path, *, shared: bool) -> None:
-        """Ask the target's adapter (`message_problems`, if it has one) about one message."""
-        adapter = self.adapter_of(target)
-        check = getattr(adapter, "message_problems", None)
-        for problem in check(text, images, link) if check is not None else []:
-            if "image" in problem:
-                self.fail(post, f"target {target}: {problem}")
-            else:
-                hint = (f"; give {target} its own text with `message_for: {{{target}: ...}}`"
-                        if shared else "")
-                self.fail(where, f"message for target {target} {problem}{hint}")
 
     def live_event(self, spec: _LiveEventSpec, path: yamlfile.Path, default_tz: ZoneInfo,
                    known_targets: Mapping[str, Any]) -> LiveEvent | None:
@@ -523,21 +485,21 @@ class _Builder:
         self.url(spec.image, (*path, "image"))
         if starts is None or ends is None:
             return None
-        threaded = frozenset(t for t in targets if spec.thread
-                             and getattr(self.adapter_of(t), "replies", False))
+        names = self.adapter_names
+        threaded = frozenset(t for t in targets if spec.thread and fit.replies(names.get(t, "")))
         event = LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
                           spec.on_start, spec.on_end, tz, grace, spec.draft, spec.image, threaded)
-        texts = [((*path, "reminders", i, "message"), r.message) for i, r in enumerate(spec.reminders)]
-        texts += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")
-                  if getattr(spec, key) is not None]
-        for where, template in texts:
+        rendered = []
+        templated = [((*path, "reminders", i, "message"), r.message) for i, r in enumerate(spec.reminders)]
+        templated += [((*path, key), getattr(spec, key)) for key in ("on_start", "on_end")
+                      if getattr(spec, key) is not None]
+        for where, template in templated:
             if templates.fields_problem(template, TEMPLATE_FIELDS) is not None:
                 continue  # reported by template(); never rendered (a width may be huge)
             with contextlib.suppress(ValueError, TypeError, KeyError):  # reported by template()
-                text = templates.render(template, event.values())
-                for name in targets:
-                    self.check_message(name, text, (spec.image,) if spec.image else (), spec.link,
-                                       where, path, shared=False)
+                rendered.append((where, templates.render(template, event.values())))
+        for where, problem in fit.event(names, path, targets, rendered, spec.image, spec.link):
+            self.fail(where, problem)
         return event
 
     def template(self, text: str, path: yamlfile.Path) -> None:
