@@ -34,6 +34,7 @@ AUTH_CODES = frozenset({102, 190})
 # Instagram: -1 server error / create media failed, -2 timeout downloading media or expired container
 TRANSIENT_CODES = frozenset({-2, -1, 1, 2})
 QUOTA_WAIT = 3600.0  # a publishing quota rolls over 24 hours: look again in an hour
+QUOTA_FRESH = 600.0  # seconds a quota reading is trusted (counting our own posts meanwhile)
 PAGE_SIZE = 100  # items per page when looking for one (the Graph API's maximum)
 MAX_PAGES = 20  # the most pages read looking for one post: 2,000 posts since its first attempt
 MAX_WAIT = 86400.0  # the longest wait a server may ask for; beyond it a post's grace is long gone
@@ -240,12 +241,16 @@ class ContainerApi:
     publish: str  # edge that publishes one: "media_publish" or "threads_publish"
     status_field: str  # "status_code" on Instagram, "status" on Threads
     detail_field: str  # the field that says why a container is in ERROR ("status", "error_message")
+    limit: str  # edge of the user with the publishing quota
+    quota: int  # posts a rolling 24 hours, if the quota reading does not say
 
 
 class ContainerPublisher(GraphClient):
     """Create a container, wait until FINISHED (bounded), publish it.
 
-    The container id is recorded in the message's `steps` as soon as it exists,
+    Before a burst the publishing quota is read (then counted), and a post that
+    would exceed it waits (retry after). The container id is recorded in the
+    message's `steps` as soon as it exists,
     so a later attempt (after a crash or a timeout) publishes that container
     instead of creating a second one; a container already PUBLISHED is looked
     up in the account's recent posts rather than published again.
@@ -253,6 +258,10 @@ class ContainerPublisher(GraphClient):
 
     API: ClassVar[ContainerApi]
     LISTING_FIELDS: ClassVar[tuple[str, str, str]]
+
+    def __init__(self, settings: AdapterSettings, http: requests.Session) -> None:
+        super().__init__(settings, http)
+        self._quota: tuple[float, int, int] | None = None  # (read at, used, total)
 
     def poll_limits(self) -> tuple[float, float]:
         """(seconds between status reads, most seconds to wait for FINISHED)."""
@@ -268,6 +277,8 @@ class ContainerPublisher(GraphClient):
         container = message.steps.get("container")
         status = self._status(container) if container else "EXPIRED"
         if container is None or status == "EXPIRED":  # a container lives 24 hours
+            if not message.reply_to:  # replies have a quota of their own, four times larger
+                self._respect_quota()
             fields = self.containers(message)
             container = self._id(self.call("POST", f"/{self.account}/{self.API.create}", data=fields),
                                  "container")
@@ -281,6 +292,25 @@ class ContainerPublisher(GraphClient):
         resp = self.call("POST", f"/{self.account}/{self.API.publish}", data={"creation_id": container})
         media = self._id(resp, "post")
         return Published(media, self.permalink(media), usage_percent(resp))
+
+    def _respect_quota(self) -> None:
+        """Read the publishing quota before a burst; refuse (retry after) when it is used up."""
+        now = time.monotonic()
+        if self._quota is None or now - self._quota[0] > QUOTA_FRESH:
+            resp = self.call("GET", f"/{self.account}/{self.API.limit}",
+                             params={"fields": "quota_usage,config"})
+            data = resp.body.get("data")
+            entry = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+            config = entry.get("config")
+            config = config if isinstance(config, dict) else {}
+            used, total = entry.get("quota_usage"), config.get("quota_total")
+            self._quota = (now, used if isinstance(used, int) else 0,
+                           total if isinstance(total, int) else self.API.quota)
+        read_at, used, total = self._quota
+        if used >= total:
+            raise TransientError(f"{self.who}: publishing quota used up ({used} of {total} posts "
+                                 "in 24 hours)", retry_after=QUOTA_FRESH)
+        self._quota = (read_at, used + 1, total)  # our own post counts until the next reading
 
     def permalink(self, media_id: str) -> str | None:
         """The post's permalink (not derivable from its id); None if it cannot be read now."""

@@ -48,7 +48,8 @@ class Threads(ContainerPublisher):
     """Publishes to one Threads profile."""
 
     Settings: ClassVar[type[AdapterSettings]] = ThreadsSettings
-    API: ClassVar[ContainerApi] = ContainerApi("threads", "threads_publish", "status", "error_message")
+    API: ClassVar[ContainerApi] = ContainerApi("threads", "threads_publish", "status", "error_message",
+                                                "threads_publishing_limit", 250)
     LISTING_FIELDS: ClassVar[tuple[str, str, str]] = ("text", "timestamp", "permalink")
     DEFAULT_URL: ClassVar[str] = "https://graph.threads.net"
     DEFAULT_VERSION: ClassVar[str] = "v1.0"

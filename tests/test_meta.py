@@ -246,8 +246,9 @@ def test_threads_text_post_and_reply(th_fake: FakeMeta, th: Threads) -> None:
     assert [r.path for r in creates] == ["/v1.0/9001/threads"] * 2
     assert creates[0].fields == {"media_type": "TEXT", "text": "We're live"}
     assert creates[1].fields["reply_to_id"] == first.remote_id
-    reads = [r.query["fields"] for r in th_fake.received if r.method == "GET"]
-    assert set(reads) == {"status,error_message", "permalink"}  # Threads' names
+    reads = {r.path: r.query["fields"] for r in th_fake.received if r.method == "GET"}
+    assert set(reads.values()) == {"quota_usage,config", "status,error_message", "permalink"}
+    assert reads["/v1.0/9001/threads_publishing_limit"] == "quota_usage,config"  # before the post
     publishes = [r.path for r in th_fake.received if r.path.endswith("threads_publish")]
     assert publishes == ["/v1.0/9001/threads_publish"] * 2
     posts = th_fake.published()
