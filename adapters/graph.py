@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 # code 9 is Instagram's "reached max posts allowed by the Content Publishing API" (subcode 2207042)
 RATE_LIMIT_CODES = frozenset({4, 9, 17, 32, 341, 613, 80001})
 AUTH_CODES = frozenset({102, 190})
-# Instagram: -1 server error / create media failed, -2 timeout downloading media or expired container
-TRANSIENT_CODES = frozenset({-2, -1, 1, 2})
+# Instagram: -1 server error / create media failed, -2 timeout downloading media or expired
+# container; 9007 "media not ready for publishing" (the container is polled again next time)
+TRANSIENT_CODES = frozenset({-2, -1, 1, 2, 9007})
+# Instagram and Threads: the account is restricted (2207051 comes with the rate-limit code 4,
+# yet waiting does not help), the user is restricted (4279013): a human must look
+PERMANENT_SUBCODES = frozenset({2207051, 4279013})
 QUOTA_WAIT = 3600.0  # a publishing quota rolls over 24 hours: look again in an hour
 QUOTA_FRESH = 600.0  # seconds a quota reading is trusted (counting our own posts meanwhile)
 PAGE_SIZE = 100  # items per page when looking for one (the Graph API's maximum)
@@ -168,6 +172,8 @@ def graph_error(resp: web.Response, where: str, *, ambiguous: bool,
     if code in AUTH_CODES:
         detail += f". Fix: issue a new {token} and update it in .env"
         return AuthError(detail, code=code, status=resp.status)
+    if subcode in PERMANENT_SUBCODES:
+        return PermanentError(detail, code=code, status=resp.status)
     if code in RATE_LIMIT_CODES:
         wait = retry_after(resp) or (QUOTA_WAIT if code == 9 else None)
         return TransientError(detail, code=code, status=resp.status, retry_after=wait)

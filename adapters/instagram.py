@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from scheduler.secrets import redact
 
-from .base import AdapterSettings, AuthError, Message, TransientError
+from .base import AdapterSettings, AuthError, Message, PermanentError
 from .graph import ContainerApi, ContainerPublisher, GraphSettings
 
 MAX_CAPTION = 2200
@@ -62,7 +62,7 @@ class Instagram(ContainerPublisher):
         """One image container, or a carousel whose children are made (once) here."""
         images = message.all_images
         if not images:
-            raise TransientError(f"{self.who}: a post without an image cannot go to Instagram")
+            raise PermanentError(f"{self.who}: a post without an image cannot go to Instagram")
         if len(images) == 1:
             return {"image_url": images[0], "caption": message.text}
         children = self.created_once(message, "child", f"/{self.account}/media",

@@ -187,7 +187,10 @@ def test_a_container_not_ready_in_time_is_resumed_not_made_again(ig_fake: FakeMe
     (Fault.graph_error(-2, 2207003, message="timeout downloading media"), TransientError, False, None),
     (Fault.graph_error(4, regain_minutes=7), TransientError, False, 420.0),
     (Fault.graph_error(9, 2207042, message="reached max posts"), TransientError, False, 3600.0),
-], ids=["auth", "invalid", "too-large", "unavailable", "download", "rate-limit", "quota"])
+    (Fault.graph_error(4, 2207051, message="activity restricted"), PermanentError, False, None),
+    (Fault.graph_error(9007, 2207027, message="media not ready"), TransientError, False, None),
+], ids=["auth", "invalid", "too-large", "unavailable", "download", "rate-limit", "quota",
+        "restricted", "not-ready"])
 def test_instagram_errors_by_class(ig_fake: FakeMeta, ig: Instagram, fault: Fault,
                                    error: type[Exception], ambiguous: bool,
                                    retry_after: float | None) -> None:
@@ -278,6 +281,23 @@ def test_threads_reconciles_through_recent_threads_and_replies(th_fake: FakeMeta
     assert found is not None and found.remote_id == reply.remote_id
     assert th.find_published(Message("Reply"), since) is None  # not among the posts
     assert th.check() == "@fake_9001"
+
+
+@pytest.mark.parametrize(("fault", "error"), [
+    (Fault.graph_error(190, message="Error validating access token"), AuthError),
+    (Fault.graph_error(100, message="THREADS_API__LINK_LIMIT_EXCEEDED"), PermanentError),
+    (Fault.graph_error(1, 4279013, message="user restricted"), PermanentError),
+    (Fault.http_500(), TransientError),
+    (Fault.retry_after(30), TransientError),
+], ids=["auth", "links", "restricted", "server", "retry-after"])
+def test_threads_errors_by_class(th_fake: FakeMeta, th: Threads, fault: Fault,
+                                 error: type[Exception]) -> None:
+    th_fake.fail_next(fault)  # the container call fails: nothing is created
+    with pytest.raises(error) as raised:
+        th.publish(Message("x"))
+    assert th_fake.containers == {} and th_fake.published() == []
+    if fault.kind == "retry_after":
+        assert getattr(raised.value, "retry_after", None) == 30
 
 
 @pytest.mark.parametrize(("text", "length"), [
