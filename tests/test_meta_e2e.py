@@ -91,18 +91,20 @@ def test_sigkill_between_container_and_publish_publishes_that_container_once(
 
 def test_a_live_event_fans_out_as_a_thread_and_a_stopped_service_catches_up(
         graph: FakeGraph, ig: FakeMeta, th: FakeMeta, meta_daemon: DaemonProcess) -> None:
-    starts = soon(18)
+    head = targets_yaml(graph, "111") + meta_targets(ig, th)
+    meta_daemon.write(head + "posts: []\n")
+    th.port = int(th.url.rsplit(":", 1)[1])  # to come back where the daemon looks for it
+    th.stop()  # Threads is down from the start
+    meta_daemon.start(env={"OYEZ_MAX_ATTEMPTS": "100"})
+    assert meta_daemon.wait_log("oyez running")
+    starts = soon(15)  # timed from a running daemon, however long it took to start
     meta_daemon.write(
-        targets_yaml(graph, "111") + meta_targets(ig, th) + "posts: []\nlive_events:\n"
+        head + "posts: []\nlive_events:\n"
         f"  - id: chat\n    title: Hate crime Q&A\n    starts: {iso(starts)}\n"
         f"    ends: {iso(starts + timedelta(seconds=6))}\n    thread: true\n    image: {IMG}\n"
         "    grace: 2m\n    targets: [page111, ig, th]\n"
         "    reminders:\n      - before: 10s\n        message: '{title} starts soon'\n"
         "    on_start: We're live\n    on_end: Thank you\n")
-    th.port = int(th.url.rsplit(":", 1)[1])  # to come back where the daemon looks for it
-    th.stop()  # Threads is down from the start
-    meta_daemon.start(env={"OYEZ_MAX_ATTEMPTS": "100"})
-    assert meta_daemon.wait_log("oyez running")
     stamp = starts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def key(part: str, target: str) -> str:
