@@ -12,6 +12,8 @@ _BUILTIN = {
     "mastodon": "adapters.mastodon:Mastodon",
     "bluesky": "adapters.bluesky:Bluesky",
     "webhook": "adapters.webhook:Webhook",
+    "instagram": "adapters.instagram:Instagram",
+    "threads": "adapters.threads:Threads",
 }
 
 

@@ -25,11 +25,12 @@ __all__ = [
     "PermanentError",
     "PublishError",
     "Published",
+    "Steps",
     "TokenInspector",
     "TokenStatus",
     "TransientError",
     "idempotent_for",
-    "text_problem",
+    "message_problems",
 ]
 
 
@@ -39,12 +40,38 @@ class AdapterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Steps:
+    """What earlier attempts of one delivery already did on the network (ids by name).
+
+    An adapter that publishes in several calls records each intermediate id here
+    (`put`) as soon as it has it; the daemon keeps it in the ledger at once, so an
+    attempt after a crash or a timeout reuses it (`get`) instead of doing it twice.
+    This base keeps them in memory (for `oyez check`, tests and one-call adapters).
+    """
+
+    def __init__(self, saved: dict[str, str] | None = None) -> None:
+        self.saved: dict[str, str] = dict(saved or {})
+
+    def get(self, name: str) -> str | None:
+        """The id recorded under `name`, or None."""
+        return self.saved.get(name)
+
+    def put(self, name: str, value: str) -> None:
+        """Record `value` under `name` (durably, in the daemon's subclass)."""
+        self.saved[name] = value
+
+
 @dataclass(frozen=True)
 class Message:
     """What to publish, and which delivery it is.
 
-    Everything after `image` identifies the delivery; the daemon fills it in
-    from the ledger (`scheduler.delivery.message_for`), so it is the same on
+    `images` lists every image of a post that has several (`image` is then the
+    first); `reply_to` is the remote id of the post this one answers (a first
+    comment, or a live event's post in a thread): the adapter publishes it as a
+    comment or a reply. `steps` carries what earlier attempts already did.
+
+    The fields after `steps` identify the delivery; the daemon fills them in
+    from the ledger (`scheduler.delivery.message_for`), so they are the same on
     every attempt, across restarts:
     - `key`: the ledger key, unique per post and target (an idempotency key);
     - `first_attempt_at`: when the first attempt was claimed, fixed before any
@@ -57,6 +84,9 @@ class Message:
     text: str
     link: str | None = None
     image: str | None = None
+    images: tuple[str, ...] = ()
+    reply_to: str | None = None
+    steps: Steps = field(default_factory=Steps, compare=False, repr=False)
     key: str = ""
     job_id: str = ""
     part: str = ""
@@ -64,6 +94,11 @@ class Message:
     due: datetime | None = None
     first_attempt_at: datetime | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_images(self) -> tuple[str, ...]:
+        """Every image of the message, in order."""
+        return self.images or ((self.image,) if self.image else ())
 
 
 @dataclass(frozen=True)
@@ -91,6 +126,10 @@ class Adapter(Protocol):
       time after its first attempt cannot make a second post (an idempotency key,
       a fixed record key), so after an ambiguous failure the daemon retries
       without asking `find_published` first.
+    - `replies: bool`: the adapter can publish a message with `reply_to` (first
+      comments and live-event threads);
+    - `message_problems(text, images, link) -> list[str]`, a classmethod: all that
+      the network would refuse in a message (text, images), for `oyez validate`.
     """
 
     Settings: ClassVar[type[AdapterSettings]]
@@ -121,16 +160,20 @@ class Adapter(Protocol):
         ...
 
 
-def text_problem(adapter: type[Adapter], message: Message) -> str | None:
-    """What the adapter says is wrong with `message`'s text: its own `text_problem`, else
-    its `max_chars` (characters as Python counts them), else nothing."""
+def message_problems(adapter: type[Adapter], message: Message) -> list[str]:
+    """What the adapter says its network would refuse in `message`: its `message_problems`,
+    else its `text_problem`, else its `max_chars` (characters as Python counts them)."""
+    problems = getattr(adapter, "message_problems", None)
+    if callable(problems):
+        return list(problems(message.text, message.all_images, message.link))
     check = getattr(adapter, "text_problem", None)
     if callable(check):
-        return check(message)  # type: ignore[no-any-return]
+        problem = check(message)
+        return [] if problem is None else [str(problem)]
     limit = getattr(adapter, "max_chars", None)
     if isinstance(limit, int) and len(message.text) > limit:
-        return f"{len(message.text):,} characters, over the limit of {limit:,}"
-    return None
+        return [f"{len(message.text):,} characters, over the limit of {limit:,}"]
+    return []
 
 
 def idempotent_for(adapter: Adapter) -> timedelta:

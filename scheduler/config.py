@@ -24,9 +24,9 @@ from apscheduler.triggers.base import BaseTrigger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 import adapters
-from adapters.base import Adapter, AdapterSettings, Message, text_problem
+from adapters.base import AdapterSettings
 
-from . import alerts, secrets, templates, times, yamlfile
+from . import alerts, fit, secrets, templates, times, yamlfile
 from .errors import ConfigError
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
@@ -62,11 +62,14 @@ class _PostSpec(_Timing):
     from_: str | None = Field(default=None, alias="from")
     until: str | None = None
     message: str
+    message_for: dict[str, str] | None = None  # target name -> that target's own text
     link: str | None = None
     image: str | None = None
     alt: str | None = None  # the image's description, for screen readers
     visibility: Literal["public", "unlisted", "private", "direct"] | None = None  # Mastodon
     spoiler_text: str | None = None  # Mastodon's content warning
+    images: list[str] | None = None
+    first_comment: str | None = None
 
 
 class _ReminderSpec(_Strict):
@@ -82,6 +85,7 @@ class _LiveEventSpec(_Timing):
     ends: str
     link: str | None = None
     image: str | None = None
+    thread: bool = False
     reminders: list[_ReminderSpec] = []
     on_start: str | None = None
     on_end: str | None = None
@@ -124,6 +128,9 @@ class Post:
     until: datetime | None = None
     options: tuple[tuple[str, str], ...] = ()  # network options (alt, visibility, spoiler_text)
     start: datetime | None = None
+    images: tuple[str, ...] = ()  # all images, when the post has several (`image` is the first)
+    first_comment: str | None = None
+    texts: dict[str, str] = field(default_factory=dict)  # target -> its own text (message_for)
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,7 @@ class LiveEvent:
     grace: timedelta
     draft: bool
     image: str | None = None
+    threaded: frozenset[str] = frozenset()  # targets whose posts form one thread (thread: true)
 
     def values(self) -> dict[str, Any]:
         """The fields a message template may use, times in the event's zone."""
@@ -310,7 +318,7 @@ class _Builder:
         self.strict_env = strict_env
         self.problems: list[str] = []
         self.warnings: list[str] = []
-        self.adapters: dict[str, type[Adapter]] = {}  # target name -> its adapter class
+        self.adapter_names: dict[str, str] = {}  # target -> adapter, for the targets built
 
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
@@ -336,6 +344,7 @@ class _Builder:
             target_spec = self.validate(_TargetSpec, raw, ("targets", name))
             if target_spec is not None and (target := self.target(name, target_spec)) is not None:
                 targets[name] = target
+        self.adapter_names = {name: target.adapter for name, target in targets.items()}
         if not spec.targets:
             self.fail(("targets",), "at least one target is required")
         seen: dict[str, yamlfile.Path] = {}
@@ -430,7 +439,6 @@ class _Builder:
                     problem = problem.replace(value, f"${{{var}}}") if len(value) >= 3 else problem
                 self.problems.append(problem)
             return None
-        self.adapters[name] = adapter
         fingerprint = hashlib.sha256(repr(sorted(_revealed(settings).items())).encode()).hexdigest()
         for value in settings.__dict__.values():
             if isinstance(value, SecretStr):
@@ -492,23 +500,22 @@ class _Builder:
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 self.fail(path, f"{path[-1]}: must be an http(s) URL, got {value!r}")
 
-    def text(self, message: Message, path: yamlfile.Path, targets: tuple[str, ...]) -> None:
-        """Problems a message may have wherever it is: cut short by a comment, refused by a
-        target's network (too long, counted the way that network counts)."""
+    def text(self, path: yamlfile.Path) -> None:
+        """A text cut short by a YAML comment (what the networks refuse is `fit`'s to say)."""
         if self.doc.cut_by_comment(path):
             self.fail(path, f"{path[-1]}: the text after \" #\" is dropped (YAML reads it as a "
                       "comment, e.g. hashtags): put the whole text in double quotes \"...\"")
-        for name in targets:
-            adapter = self.adapters.get(name)
-            problem = text_problem(adapter, message) if adapter else None
-            if problem is not None:
-                self.fail(path, f"too long for target {name}: {problem}")
 
     def post(self, spec: _PostSpec, path: yamlfile.Path, default_tz: ZoneInfo,
              known_targets: Mapping[str, Any]) -> Post | None:
         common = self.common(spec, path, default_tz, known_targets)
         self.url(spec.link, (*path, "link"))
         self.url(spec.image, (*path, "image"))
+        for i, image in enumerate(spec.images or []):
+            self.url(image, (*path, "images", i))
+        if spec.image is not None and spec.images is not None:
+            self.fail((*path, "images"), "give image: (one) or images: (several), not both")
+        images = tuple(spec.images or ([spec.image] if spec.image else []))
         if not spec.message.strip():
             self.fail((*path, "message"), "message is empty")
         options = tuple((k, v) for k in ("alt", "visibility", "spoiler_text")
@@ -521,14 +528,18 @@ class _Builder:
             # a warning, not an error: braces are legitimate text in a post
             self.warn((*path, "message"), f"{field_.group(0)} will be published as written, braces "
                       "and all: posts are plain text (templates work in live_events messages)")
+        if common is not None:
+            for where, problem in fit.post(self.adapter_names, path, common[2], spec.message,
+                                           spec.message_for or {}, spec.first_comment, images,
+                                           spec.link, dict(options)):
+                self.fail(where, problem)
         if (spec.at is None) == (spec.cron is None):
             self.fail(path, "a post needs exactly one of at: or cron:")
             return None
         if common is None:
             return None
         tz, grace, targets = common
-        self.text(Message(spec.message, spec.link, spec.image, options=dict(options)),
-                  (*path, "message"), targets)
+        self.text((*path, "message"))
         at = until = start = trigger = None
         if spec.at is not None:
             at = self.parsed((*path, "at"), times.instant, spec.at, tz)
@@ -548,8 +559,10 @@ class _Builder:
                 self.fail((*path, "until"), f"until ({spec.until}) must be after from ({spec.from_})")
             if trigger is None or (spec.until and until is None) or (spec.from_ and start is None):
                 return None
-        return Post(spec.id, targets, spec.message, spec.link, spec.image, tz, grace,
-                    spec.draft, at, trigger, spec.cron, until, options=options, start=start)
+        return Post(spec.id, targets, spec.message, spec.link, images[0] if images else None, tz,
+                    grace, spec.draft, at, trigger, spec.cron, until, options=options, start=start,
+                    images=images if spec.images is not None else (),
+                    first_comment=spec.first_comment, texts=dict(spec.message_for or {}))
 
     def live_event(self, spec: _LiveEventSpec, path: yamlfile.Path, default_tz: ZoneInfo,
                    known_targets: Mapping[str, Any]) -> LiveEvent | None:
@@ -559,7 +572,7 @@ class _Builder:
         if common is None:
             return None
         tz, grace, targets = common
-        self.text(Message(spec.title), (*path, "title"), ())
+        self.text((*path, "title"))
         starts = self.parsed((*path, "starts"), times.instant, spec.starts, tz)
         ends = self.parsed((*path, "ends"), times.instant, spec.ends, tz)
         if starts is not None and ends is not None and ends <= starts:
@@ -581,10 +594,17 @@ class _Builder:
         valid = [(mpath, template) for mpath, template in messages if self.template(template, mpath)]
         if starts is None or ends is None:
             return None
+        names = self.adapter_names
+        threaded = frozenset(t for t in targets if spec.thread and fit.replies(names.get(t, "")))
         event = LiveEvent(spec.id, spec.title, starts, ends, spec.link, targets, tuple(reminders),
-                          spec.on_start, spec.on_end, tz, grace, spec.draft, spec.image)
+                          spec.on_start, spec.on_end, tz, grace, spec.draft, spec.image, threaded)
+        rendered = []
         for mpath, template in valid:  # as it will be published
-            self.text(Message(templates.render(template, event.values()), spec.link), mpath, targets)
+            self.text(mpath)
+            with contextlib.suppress(ValueError, TypeError, KeyError):  # reported by template()
+                rendered.append((mpath, templates.render(template, event.values())))
+        for where, problem in fit.event(names, path, targets, rendered, spec.image, spec.link):
+            self.fail(where, problem)
         return event
 
     def reminder(self, spec: _ReminderSpec, path: yamlfile.Path) -> Reminder | None:

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import requests
 
 import adapters
-from adapters.base import Adapter, Message, Published, idempotent_for
+from adapters.base import Adapter, Message, Published, Steps, idempotent_for
 
 from . import clock, times
 from .alerts import FAILED, MISSED, UNHEALTHY, Alerts
@@ -39,12 +39,41 @@ PACE = {90.0: timedelta(seconds=5), 100.0: timedelta(seconds=60)}
 # network's clock may be a little behind ours, and its times are whole seconds
 CLOCK_SKEW = timedelta(minutes=1)
 SETTLE_FOR = timedelta(hours=1)  # how long past a deadline an unknown outcome is still checked
+PARENT_WAIT = timedelta(seconds=5)  # how often a comment or reply looks whether its parent went out
+UNSENT = ("pending", "retry", "sending", "cancelling")  # a parent that may still go out
 
 
-def message_for(row: Delivery) -> Message:
-    """The one place a delivery becomes a Message: what to post and which delivery it is."""
-    return Message(row.text, row.link, row.image, key=row.key, job_id=row.job_id, part=row.part,
-                   target=row.target, due=row.due_at, first_attempt_at=row.first_attempt_at,
+class LedgerSteps(Steps):
+    """Steps an adapter reports, written to the delivery's ledger row as they happen."""
+
+    def __init__(self, ledger: Ledger, row: Delivery, node: str) -> None:
+        super().__init__(json.loads(row.steps) if row.steps else None)
+        self.ledger, self.row, self.node = ledger, row, node
+
+    def put(self, name: str, value: str) -> None:
+        """Record the id, then keep it in the ledger before the adapter's next call."""
+        super().put(name, value)
+        if not self.ledger.record_steps(self.row, self.node, json.dumps(self.saved)):
+            raise TransientError(f"{self.row.key}: claim lost while publishing (step {name})")
+
+
+def message_for(row: Delivery, parent: Delivery | None = None, steps: Steps | None = None) -> Message:
+    """The one place a delivery becomes a Message: what to post and which delivery it is.
+
+    A comment or reply (`row.parent`) goes under its parent's post; if the parent did not
+    go out, PermanentError: there is nothing to put it under.
+    """
+    reply_to = None
+    if row.parent is not None:
+        if parent is None or parent.status != "sent" or not parent.remote_id:
+            state = parent.status if parent is not None else "not in the ledger"
+            raise PermanentError(f"not posted: it belongs under {row.parent}, which is "
+                                 f"{state}, so there is no post to put it under")
+        reply_to = parent.remote_id
+    images = tuple(row.images.splitlines()) if row.images else ()
+    return Message(row.text, row.link, row.image, images, reply_to, steps or Steps(), key=row.key,
+                   job_id=row.job_id, part=row.part, target=row.target, due=row.due_at,
+                   first_attempt_at=row.first_attempt_at,
                    options=json.loads(row.options) if row.options else {})
 
 
@@ -147,6 +176,9 @@ class Publisher:
         if self.ledger.lost():  # the daemon's sweep says so, loudly
             return
         not_before = self._not_before.get(target)
+        parent = self.ledger.parent(delivery_id)
+        if parent is not None and parent.status in UNSENT:  # a comment waits for its post
+            not_before = max(not_before or now, now + PARENT_WAIT)
         if not_before is not None and not_before > now:
             self.ledger.defer(delivery_id, not_before, now)
             self.wake(delivery_id, target, not_before)
@@ -160,8 +192,8 @@ class Publisher:
         fingerprint = current.fingerprint if current is not None else ""
         started = clock.now()
         lateness_ms = int((started - row.due_at).total_seconds() * 1000)
-        message = message_for(row)
         try:
+            message = message_for(row, parent, LedgerSteps(self.ledger, row, self.settings.node))
             if self.dry_run:
                 outcome, published = "dry-run", self._print(row, message)
             elif adapter is None:
@@ -182,7 +214,8 @@ class Publisher:
             Attempt(delivery_id=delivery_id, number=row.attempts, node=self.settings.node,
                     started_at=started, finished_at=finished, outcome=outcome,
                     lateness_ms=lateness_ms),
-            status="sent", remote_id=published.remote_id, sent_at=finished, error=None,
+            status="sent", remote_id=published.remote_id, permalink=published.url,
+            sent_at=finished, error=None,
             uncertain=False, lateness_ms=lateness_ms, next_attempt_at=None, config_digest=self.digest)
         self._pace(row.target, published.usage, finished)
         if self.dry_run:  # nothing went out: say so in the words a reader expects
@@ -226,7 +259,8 @@ class Publisher:
         found, note = None, "not found on the network after an attempt with unknown outcome"
         if adapter is not None and not self.dry_run and row.first_attempt_at is not None:
             try:
-                found = self._find(adapter, row, message_for(row))
+                assert row.id is not None
+                found = self._find(adapter, row, message_for(row, self.ledger.parent(row.id)))
             except PublishError as exc:
                 if now < max(row.deadline, row.updated_at) + SETTLE_FOR:
                     return
@@ -248,8 +282,10 @@ class Publisher:
         lines += [f"  | {line}" for line in message.text.splitlines() or [""]]
         if message.link:
             lines.append(f"  link:  {message.link}")
-        if message.image:
-            lines.append(f"  image: {message.image}")
+        for image in message.all_images:
+            lines.append(f"  image: {image}")
+        if message.reply_to:
+            lines.append(f"  under: {message.reply_to} (a comment or reply)")
         with self._lock:
             self.out.write("\n".join(lines) + "\n")
             self.out.flush()

@@ -89,6 +89,10 @@ class Delivery(SQLModel, table=True):
     link: str | None = None
     image: str | None = None
     options: str | None = None  # JSON object: network options (alt, visibility, ...), event fields
+    images: str | None = None  # every image, one per line, when the post has several
+    parent: str | None = None  # key of the delivery this one is a comment or reply under
+    steps: str | None = None  # JSON: ids earlier attempts created on the network (Message.steps)
+    permalink: str | None = None
     remote_id: str | None = None
     error: str | None = None
     lateness_ms: int | None = None
@@ -415,6 +419,19 @@ class Ledger:
         log.warning("delivery %s: claim lost before its outcome was recorded", delivery.key)
         return False
 
+    def record_steps(self, delivery: Delivery, node: str, steps: str) -> bool:
+        """Keep what an attempt did so far (`steps`, JSON), if `node` still holds the claim."""
+        with self.transaction() as conn:
+            done = conn.execute(update(_D).where(_D.c.id == delivery.id, _D.c.status == "sending",
+                                                 _D.c.claimed_by == node).values(steps=steps))
+            return bool(done.rowcount == 1)
+
+    def parent(self, delivery_id: int) -> Delivery | None:
+        """The delivery that delivery `delivery_id` is a comment or reply under, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_PARENT, {"delivery_id": delivery_id}).one_or_none()
+        return None if row is None else Delivery(**row._mapping)
+
     def defer(self, delivery_id: int, until: datetime, now: datetime) -> None:
         """Push back an unclaimed delivery's next attempt (e.g. while a target is throttled)."""
         with self.writing() as s:
@@ -585,15 +602,22 @@ _CLAIM = (
             first_attempt_at=func.coalesce(_D.c.first_attempt_at, bindparam("now")))
     .returning(*_D.c)  # SQLite >= 3.35 and PostgreSQL
 )
+_CHILD = _D.alias("child")
+# On every delivery's path, like _CLAIM: one prepared join (most rows have no parent)
+_PARENT = (
+    select(*_D.c)
+    .join(_CHILD, (_CHILD.c.parent == _D.c.key) & (_CHILD.c.dry_run == _D.c.dry_run))
+    .where(_CHILD.c.id == bindparam("delivery_id"))
+)
 
 
-_MESSAGE = ("text", "link", "image")
+_MESSAGE = ("text", "link", "image", "images")
 
 
 def _content(occ: Occurrence) -> dict[str, Any]:
     return {"part": occ.part, "target": occ.target, "tz": occ.tz_name, "due_at": occ.due,
             "deadline": occ.deadline, "text": occ.text, "link": occ.link, "image": occ.image,
-            "options": occ.options}
+            "options": occ.options, "images": "\n".join(occ.images) or None, "parent": occ.parent}
 
 
 def _missed_reason(row: Delivery, now: datetime) -> str:

@@ -5,6 +5,10 @@ impossible:
 - one-off post:      post:{id}:{target}                 (moving it after it went out won't resend)
 - recurring post:    cron:{id}:{target}:{instant}
 - live event's post: live:{id}:{part}:{starts}:{target} (moving the event gives fresh reminders)
+- a post's first comment: its parent's key + ":first-comment"
+
+A first comment, and each post of a live event in a thread after the first,
+names its parent's key: it goes out as a comment or reply under that post.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class Occurrence:
     draft: bool
     tz_name: str
     options: str | None = None  # JSON object of network options and event fields, as the ledger keeps it
+    images: tuple[str, ...] = ()  # every image, when the post has several (`image` is the first)
+    parent: str | None = None  # key of the occurrence this one is a comment or reply under
 
     @property
     def local_due(self) -> datetime:
@@ -71,16 +77,23 @@ def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
         stop = min(end, post.until) if post.until else end
         begin = max(start, post.start) if post.start else start
         dues = [(t, _stamp(t)) for t in times.fire_times(post.cron, begin, stop)]
-    return [
-        Occurrence(
-            key=f"post:{post.id}:{target}" if stamp is None else f"cron:{post.id}:{target}:{stamp}",
-            job_id=post.id, part="post", target=target, due=due, deadline=due + post.grace,
-            text=post.message, link=post.link, image=post.image, draft=post.draft,
-            tz_name=post.tz.key, options=_options(dict(post.options)),
-        )
-        for due, stamp in dues
-        for target in post.targets
-    ]
+    options = _options(dict(post.options))
+    found = []
+    for due, stamp in dues:
+        for target in post.targets:
+            key = f"post:{post.id}:{target}" if stamp is None else f"cron:{post.id}:{target}:{stamp}"
+            found.append(Occurrence(
+                key=key, job_id=post.id, part="post", target=target, due=due,
+                deadline=due + post.grace, text=post.texts.get(target, post.message),
+                link=post.link, image=post.image, draft=post.draft, tz_name=post.tz.key,
+                options=options, images=post.images))
+            if post.first_comment is not None:  # given the parent's grace again, after it
+                found.append(Occurrence(
+                    key=f"{key}:first-comment", job_id=post.id, part="first-comment",
+                    target=target, due=due, deadline=due + 2 * post.grace,
+                    text=post.first_comment, link=None, image=None, draft=post.draft,
+                    tz_name=post.tz.key, parent=key))
+    return found
 
 
 def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
@@ -99,12 +112,18 @@ def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
     stamp = _stamp(event.starts)
     options = _options({"event": {"id": event.id, "title": event.title, "starts": _stamp(event.starts),
                                   "ends": _stamp(event.ends), "link": event.link}})
+    first = min(parts, key=lambda p: p[1])[0] if parts else ""  # the thread's first post
+
+    def key(part: str, target: str) -> str:
+        return f"live:{event.id}:{part}:{stamp}:{target}"
+
     return [
         Occurrence(
-            key=f"live:{event.id}:{part}:{stamp}:{target}", job_id=event.id, part=part,
+            key=key(part, target), job_id=event.id, part=part,
             target=target, due=due, deadline=deadline, text=templates.render(template, values),
             link=event.link, image=event.image, draft=event.draft, tz_name=event.tz.key,
             options=options,
+            parent=key(first, target) if target in event.threaded and part != first else None,
         )
         for part, due, deadline, template in parts
         if start <= due < end

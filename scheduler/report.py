@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -78,27 +76,16 @@ def kind(key: str, part: str) -> str:
 
 
 def _outcome(row: Delivery | None, cfg: config.Config | None) -> dict[str, Any]:
-    """What the ledger knows of a delivery beyond its plan (all None when it is not there)."""
+    """What the ledger knows of a delivery beyond its plan (all None when it is not there).
+
+    `url` is the post's address as the network gave it when it went out (`permalink`).
+    """
     if row is None:
         return {"delivery": None, "attempts": 0, "remote_id": None, "url": None, "error": None,
                 "sent_at": None, "lateness_ms": None}
     return {"delivery": row.id, "attempts": row.attempts, "remote_id": row.remote_id,
-            "url": _permalink(cfg, row.target, row.remote_id), "error": row.error,
+            "url": row.permalink, "error": row.error,
             "sent_at": _iso(row.sent_at), "lateness_ms": row.lateness_ms}
-
-
-def _permalink(cfg: config.Config | None, target: str, remote_id: str | None) -> str | None:
-    """The post's address on its network, if its adapter knows how to make one."""
-    if cfg is None or remote_id is None or target not in cfg.targets:
-        return None
-    make = _permalinker(cfg.targets[target].adapter)
-    return None if make is None else str(make(remote_id))
-
-
-@functools.cache
-def _permalinker(adapter: str) -> Callable[[str], object] | None:
-    """An adapter's optional `permalink(remote_id)` (looked up once: entry points are slow)."""
-    return getattr(adapters.get(adapter), "permalink", None)
 
 
 def plan_rows(cfg: config.Config, start: datetime, end: datetime,
@@ -119,6 +106,7 @@ def plan_rows(cfg: config.Config, start: datetime, end: datetime,
             "target": o.target, "text": o.text, "link": o.link, "image": o.image,
             "status": "draft" if o.draft else _status(rows.get(o.key), unhealthy), "key": o.key,
             **_outcome(None if o.draft else rows.get(o.key), cfg),
+            "permalink": getattr(rows.get(o.key), "permalink", None), "under": o.parent,
         }
         for o in occurrences
     ]
@@ -196,7 +184,7 @@ def plan_text(rows: list[dict[str, Any]], start: datetime, end: datetime, cfg: c
         lines.append(f"\n{local:%a %Y-%m-%d %H:%M:%S} {row['zone']}  ({row['utc'][11:19]} UTC)  "
                      f"{row['job']} {row['part']} -> {row['target']}  [{status}]")
         lines += [f"    | {line}" for line in row["text"].splitlines()]
-        lines += [f"    {k}: {row[k]}" for k in ("link", "image") if row[k]]
+        lines += [f"    {k}: {row[k]}" for k in ("link", "image", "under", "permalink") if row.get(k)]
     later = plan.beyond(cfg, end)
     if later.first is not None:
         lines.append(f"\n{_n(later.count, 'more occurrence')}{'+' if later.capped else ''} after "
@@ -251,7 +239,7 @@ def history_rows(db: str | Ledger, limit: int, dry_run: bool | None = None) -> l
             "due": _iso(d.due_at), "status": _status(d, unhealthy), "attempts": d.attempts,
             "remote_id": d.remote_id, "error": d.error, "sent_at": _iso(d.sent_at),
             "lateness_ms": d.lateness_ms, "dry_run": d.dry_run, "text": d.text,
-            "config_digest": d.config_digest,
+            "config_digest": d.config_digest, "permalink": d.permalink,
         }
         for d in ledger.deliveries(dry_run=dry_run, limit=limit)
     ]
@@ -265,6 +253,8 @@ def history_text(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if r["status"] == "sent":
             detail = f"{r['remote_id']} ({r['lateness_ms']} ms after its time)"
+            if r.get("permalink"):
+                detail += f" {r['permalink']}"
         else:
             detail = r["error"] or ""
         status = f"{r['status']} (dry run)" if r["dry_run"] else r["status"]

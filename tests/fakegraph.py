@@ -105,6 +105,8 @@ class Post:
     photo_id: str | None
     published: bool = True  # False for `published=false` feed posts (not listed on the page)
     scheduled_publish_time: int | None = None
+    parent: str | None = None  # for a comment: the id of the post it is under
+    attached: tuple[str, ...] = ()  # photo ids of a feed post's attached_media
 
 
 FaultKind = Literal[
@@ -312,6 +314,7 @@ class FakeGraph:
         self._rng = random.Random(seed)
         self._trace_rng = random.Random(seed + 1)
         self._usage: dict[str, tuple[int, int]] = {}
+        self.photos: dict[str, tuple[str, str]] = {}  # unpublished photo id -> (page id, url)
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -405,6 +408,7 @@ class FakeGraph:
         with self._cond:
             self.received.clear()
             self.posts.clear()
+            self.photos.clear()
             self.errors.clear()
             self._queued.clear()
             self._random_rate, self._random_faults = 0.0, []
@@ -413,9 +417,14 @@ class FakeGraph:
     # -- inspection -------------------------------------------------------------
 
     def posts_for(self, page_id: str) -> list[Post]:
-        """Posts created on one page, oldest first (published or not)."""
+        """Posts created on one page, oldest first (published or not; comments excluded)."""
         with self._cond:
-            return [post for post in self.posts if post.page_id == page_id]
+            return [post for post in self.posts if post.page_id == page_id and post.parent is None]
+
+    def comments_on(self, post_id: str) -> list[Post]:
+        """Comments under one post, oldest first."""
+        with self._cond:
+            return [post for post in self.posts if post.parent == post_id]
 
     def wait_for_posts(self, n: int, timeout: float) -> list[Post]:
         """Block until at least `n` posts exist; return all posts (fewer on timeout)."""
@@ -485,6 +494,8 @@ class FakeGraph:
             endpoint = endpoints.get((method, edge))
             if endpoint is not None:
                 return self._check_auth(page_id, token, method) or endpoint(page_id, params)
+            if edge == "comments":
+                return self._comments(method, page_id, params, token)
         alias = "/".join(segments)
         return _error(404, 803, f"(#803) Some of the aliases you requested do not exist: {alias}")
 
@@ -533,13 +544,45 @@ class FakeGraph:
                 subcode=33, kind="GraphMethodException")
         return None if token == valid else _invalid_token()
 
+    def _comments(self, method: str, post_id: str, params: dict[str, str],
+                  token: str | None) -> _Reply:
+        """POST /{post-id}/comments (message) -> {"id"}; GET lists them like a page's posts."""
+        with self._cond:
+            parent = next((p for p in self.posts if p.id == post_id), None)
+        if parent is None:
+            return _error(400, 100, f"(#100) Object with ID '{post_id}' does not exist",
+                          subcode=33, kind="GraphMethodException")
+        denied = self._check_auth(parent.page_id, token, method)
+        if denied is not None:
+            return denied
+        if method == "GET":
+            return self._listing([p for p in reversed(self.comments_on(post_id))], params,
+                                 f"{post_id}/comments")
+        if not params.get("message"):
+            return _error(400, 100, "(#100) Missing message or attachment")
+        with self._cond:
+            number = self._new_number()
+            comment = Post(f"{post_id.rpartition('_')[2]}_{number}", parent.page_id,
+                           params["message"], None, None, time.time(), None, parent=post_id)
+            self.posts.append(comment)
+            self._cond.notify_all()
+        return _Reply(200, self._created(comment.id, params, f"https://www.facebook.com/{post_id}"
+                                         f"?comment_id={number}"))
+
+    @staticmethod
+    def _created(post_id: str, params: dict[str, str], permalink: str) -> JsonDict:
+        """A create call's answer: the id, and the permalink when `fields` asks for it."""
+        fields = params.get("fields", "").split(",")
+        return {"id": post_id, **({"permalink_url": permalink} if "permalink_url" in fields else {})}
+
     def _add_post(self, page_id: str, message: str, *, link: str | None = None,
                   image: str | None = None, with_photo: bool = False, published: bool = True,
-                  scheduled: int | None = None) -> Post:
+                  scheduled: int | None = None, attached: tuple[str, ...] = ()) -> Post:
         with self._cond:
             number = self._new_number()
             post = Post(f"{page_id}_{number}", page_id, message, link, image, time.time(),
-                        str(number) if with_photo else None, published, scheduled)
+                        str(number) if with_photo else None, published, scheduled,
+                        attached=attached)
             self.posts.append(post)
             self._cond.notify_all()
             return post
@@ -565,16 +608,31 @@ class FakeGraph:
                 scheduled = 0
             if not time.time() + 600 <= scheduled <= time.time() + 75 * 86400:
                 return _error(400, 100, "(#100) The specified scheduled publish time is invalid.")
+        attached = []
+        for key in sorted((k for k in params if k.startswith("attached_media")),
+                          key=lambda k: int(re.sub(r"\D", "", k) or 0)):
+            try:  # form style: attached_media[0]={"media_fbid": "..."}
+                photo = str(json.loads(params[key])["media_fbid"])
+            except (ValueError, KeyError, TypeError):
+                return _error(400, 100, f"(#100) param {key} must be a JSON object with media_fbid")
+            with self._cond:
+                known = self.photos.get(photo)
+            if known is None or known[0] != page_id:
+                return _error(400, 100, f"(#100) Invalid media_fbid {photo}")
+            attached.append(photo)
         post = self._add_post(page_id, message, link=link, published=published,
-                              scheduled=scheduled)
-        return _Reply(200, {"id": post.id})
+                              scheduled=scheduled, attached=tuple(attached))
+        return _Reply(200, self._created(post.id, params, f"https://www.facebook.com/{post.id}"))
 
     def _create_photo(self, page_id: str, params: dict[str, str]) -> _Reply:
         image = params.get("url") or params.get("source")
         if not image:
             return _error(400, 324, "(#324) Requires upload file")
         if not _truthy(params.get("published", "true")):  # uploaded for attached_media
-            return _Reply(200, {"id": str(self._new_number())})
+            photo = str(self._new_number())
+            with self._cond:
+                self.photos[photo] = (page_id, image)
+            return _Reply(200, {"id": photo})
         message = params.get("message") or params.get("caption") or ""
         post = self._add_post(page_id, message, image=image, with_photo=True)
         return _Reply(200, {"id": post.photo_id, "post_id": post.id})
@@ -586,16 +644,24 @@ class FakeGraph:
         if unknown:
             return _error(400, 100, f"(#100) Tried accessing nonexisting field ({unknown[0]}) "
                           "on node type (PagePost)")
+        matching = [p for p in reversed(self.posts_for(page_id)) if p.published]
+        return self._listing(matching, {**params, "fields": ",".join(wanted)},
+                             f"{page_id}/published_posts")
+
+    def _listing(self, matching: list[Post], params: dict[str, str], path: str,
+                 as_json: Callable[[Post, list[str]], JsonDict] | None = None) -> _Reply:
+        """One page of `matching` (newest first) with Graph's cursors; `since` is applied here
+        too, so callers that do not filter it get it right."""
+        wanted = [f for f in (f.strip() for f in params.get("fields", "id").split(",")) if f]
         try:
             limit = max(min(int(params.get("limit", "25")), 100), 1)
             since = float(params["since"]) if params.get("since") else None
             offset = int(base64.urlsafe_b64decode(params["after"]).decode()) if params.get("after") else 0
         except (ValueError, UnicodeDecodeError):
             return _error(400, 100, "(#100) Invalid parameter")
-        matching = [p for p in reversed(self.posts_for(page_id))
-                    if p.published and (since is None or p.created_time >= since)]
+        matching = [p for p in matching if since is None or p.created_time >= since]
         posts = matching[offset:offset + limit]
-        data = [self._post_json(p, wanted) for p in posts]
+        data = [(as_json or self._post_json)(p, wanted) for p in posts]
         body: JsonDict = {"data": data}
         if data:  # cursors as the real API gives them: opaque base64; `next` only when there is more
             def cursor(n: int) -> str:
@@ -603,7 +669,7 @@ class FakeGraph:
 
             body["paging"] = {"cursors": {"before": cursor(offset), "after": cursor(offset + len(data))}}
             if offset + len(data) < len(matching):
-                body["paging"]["next"] = (f"{self.base_url}/{page_id}/published_posts?limit={limit}"
+                body["paging"]["next"] = (f"{self.base_url}/{path}?limit={limit}"
                                           f"&after={cursor(offset + len(data))}")
         return _Reply(200, body)
 

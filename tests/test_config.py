@@ -79,7 +79,8 @@ ERRORS = [
     pytest.param(HEAD + post(at=T, targets="[page, nope]", message="hi"), 10, "unknown target 'nope'",
                  id="unknown-target"),
     pytest.param(head("myspace") + NONE, 4,
-                 "unknown adapter 'myspace' (known adapters: bluesky, facebook_page, mastodon, webhook)",
+                 "unknown adapter 'myspace' (known adapters: bluesky, facebook_page, instagram, mastodon, "
+                 "threads, webhook)",
                  id="unknown-adapter"),
     pytest.param(HEAD + event(on_start="'hi {nope}'"), 12, "unknown template field {nope}",
                  id="unknown-template-field"),
