@@ -51,7 +51,7 @@ class FacebookPage(graph.GraphClient):
         if len(images) > MAX_IMAGES:
             problems.append(f"a Facebook post takes at most {MAX_IMAGES} images, got {len(images)}")
         if len(text) > MAX_TEXT:
-            problems.append(f"is {len(text):,} characters, over Facebook's {MAX_TEXT:,}")
+            problems.append(f"{len(text):,} characters, over Facebook's limit of {MAX_TEXT:,}")
         return problems
 
     def publish(self, message: Message) -> Published:

@@ -51,11 +51,11 @@ class Instagram(ContainerPublisher):
         if len(images) > MAX_IMAGES:
             problems.append(f"an Instagram carousel takes at most {MAX_IMAGES} images, got {len(images)}")
         if len(text) > MAX_CAPTION:
-            problems.append(f"is {len(text)} characters, over Instagram's {MAX_CAPTION} for a caption")
+            problems.append(f"{len(text)} characters, over Instagram's {MAX_CAPTION} for a caption")
         counted = ((_HASHTAG, MAX_HASHTAGS, "hashtags"), (_MENTION, MAX_MENTIONS, "@mentions"))
         for pattern, most, what in counted:
             if (count := len(pattern.findall(text))) > most:
-                problems.append(f"has {count} {what}, over Instagram's {most}")
+                problems.append(f"{count} {what}, over Instagram's {most}")
         return problems
 
     def containers(self, message: Message) -> dict[str, str]:

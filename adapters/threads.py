@@ -63,12 +63,12 @@ class Threads(ContainerPublisher):
         """Why Threads would refuse this message (checked by `oyez validate`)."""
         problems = []
         if (length := threads_length(text)) > MAX_TEXT:
-            problems.append(f"is {length} characters as Threads counts them (an emoji counts its "
+            problems.append(f"{length} characters as Threads counts them (an emoji counts its "
                             f"UTF-8 bytes), over Threads' {MAX_TEXT}")
         if len(images) > 1:
             problems.append(f"this oyez sends one image to Threads, got {len(images)}")
         if (links := text.count("http://") + text.count("https://")) > MAX_LINKS:
-            problems.append(f"has {links} links, over Threads' {MAX_LINKS}")
+            problems.append(f"{links} links, over Threads' {MAX_LINKS}")
         return problems
 
     def containers(self, message: Message) -> dict[str, str]:

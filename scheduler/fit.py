@@ -39,7 +39,7 @@ def message(target: str, adapter_name: str, text: str, images: tuple[str, ...], 
             problems.append((item, f"target {target}: {problem}"))
         else:
             hint = f"; give {target} its own text with `message_for: {{{target}: ...}}`" if shared else ""
-            problems.append((where, f"for target {target}: {problem}{hint}"))
+            problems.append((where, f"target {target}: {problem}{hint}"))
     return problems
 
 

@@ -63,9 +63,9 @@ def test_image_without_alt_is_a_warning_with_its_line() -> None:
 
 
 @pytest.mark.parametrize(("target", "text", "expected"), [
-    ("sky", "x" * 301, "jobs.yaml:18: too long for target sky: 301 graphemes (301 bytes)"),
+    ("sky", "x" * 301, "jobs.yaml:18: target sky: 301 graphemes (301 bytes)"),
     ("sky", "é" * 300, None),
-    ("masto", "x" * 501, "jobs.yaml:18: too long for target masto: 501 characters, Mastodon allows 500"),
+    ("masto", "x" * 501, "jobs.yaml:18: target masto: 501 characters, Mastodon allows 500"),
     ("hook", "x" * 5000, None),
 ])
 def test_lengths_checked_per_target(target: str, text: str, expected: str | None) -> None:
@@ -86,7 +86,7 @@ def test_live_event_text_is_checked_after_rendering() -> None:
     targets: [sky]
     on_start: "Live: {title}"
 """)
-    assert problem.startswith("jobs.yaml:21: too long for target sky: 301 graphemes")
+    assert problem.startswith("jobs.yaml:21: target sky: 301 graphemes")
 
 
 @pytest.mark.parametrize(("extra", "expected"), [

@@ -9,7 +9,7 @@ from conftest import SAMPLE_ENV as ENV
 from conftest import SAMPLE_HEAD as HEAD
 from conftest import TOKEN
 
-from adapters.facebook import FacebookPage
+from adapters import facebook
 from scheduler import config, plan, templates
 from scheduler.errors import ConfigError
 
@@ -57,12 +57,12 @@ def test_quoted_or_block_hashtags_are_kept(message: str) -> None:
 
 
 def test_the_adapter_declares_its_message_limit_and_validate_checks_it() -> None:
-    assert FacebookPage.max_chars == 63_206
+    assert facebook.MAX_TEXT == 63_206
     ok = "x" * 63_206
     assert parse(HEAD + f"posts:\n  - id: a\n    at: 2030-01-01 09:00\n    message: {ok}\n")
     [problem] = problems(HEAD + f"posts:\n  - id: a\n    at: 2030-01-01 09:00\n    message: {ok}y\n")
-    assert problem == ("jobs.yaml:10: too long for target police-page: 63,207 characters, over the "
-                       "limit of 63,206")
+    assert problem == ("jobs.yaml:10: target police-page: 63,207 characters, over Facebook's limit of "
+                       "63,206; give police-page its own text with `message_for: {police-page: ...}`")
 
 
 def test_a_live_event_message_is_checked_as_it_will_be_published() -> None:
@@ -70,7 +70,7 @@ def test_a_live_event_message_is_checked_as_it_will_be_published() -> None:
     body = (f"live_events:\n  - id: ev\n    title: {title}\n    starts: 2030-01-02 18:00\n"
             "    ends: 2030-01-02 19:00\n    on_start: '{title} {title}'\n")
     [problem] = problems(HEAD + body)
-    assert problem.startswith("jobs.yaml:12: too long for target police-page: 80,001 characters")
+    assert problem.startswith("jobs.yaml:12: target police-page: 80,001 characters")
 
 
 def test_a_template_field_in_a_plain_post_is_pointed_out() -> None:

@@ -35,6 +35,7 @@ def fill(ledger: Ledger, jobs: str, now: datetime = NOW) -> None:
     with ledger.writing() as s:
         earlier = now - timedelta(hours=2)
         _set(s, ANNOUNCE, updated_at=earlier, status="sent", attempts=2, remote_id="123_456",
+             permalink="https://www.facebook.com/123_456",
              lateness_ms=64_200, sent_at=datetime(2027, 1, 12, 7, 50, 4, tzinfo=UTC))
         _set(s, CRON, updated_at=earlier, status="failed", attempts=1, error="(#100) Invalid parameter")
         _set(s, REMINDER, updated_at=earlier, status="missed",
