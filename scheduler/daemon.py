@@ -419,20 +419,6 @@ def _db_error(exc: SQLAlchemyError) -> str:
     """The database's own words, without SQLAlchemy's statement dump."""
     return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
-    def check_tokens(self) -> None:
-        """Ask each target's network about its token; alert on trouble, resolve when fixed."""
-        cfg = self.config
-        if cfg is None:
-            return
-        for row in report.check_tokens(cfg, self.http, clock.now(), expiring_only=True):
-            if row.ok:
-                self.alerts.resolve(TOKEN, row.target, "token works again")
-                if not self.publisher.is_unhealthy(row.target):  # its settings were changed
-                    self.alerts.resolve(UNHEALTHY, row.target, "token works again")
-            elif row.state != "unknown":  # a network that cannot be asked is not news
-                log.warning("token of %s: %s: %s", row.target, row.state, row.detail)
-                self.alerts.raise_(TOKEN, row.target, f"{row.target}: {row.state}: {row.detail}")
-
 
 def _job_id(delivery_id: int) -> str:
     """Zero-padded, because APScheduler orders jobs due at the same moment by id, as text."""
