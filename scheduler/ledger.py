@@ -34,6 +34,7 @@ from sqlalchemy import (
     or_,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
@@ -653,7 +654,9 @@ def make_engine(url: str, busy_seconds: float = 30.0, *, readonly: bool = False)
     With `readonly`, the database itself refuses every write on this engine.
     """
     if not url.startswith("sqlite"):
-        ro = {"connect_args": {"options": "-c default_transaction_read_only=on"}} if readonly else {}
+        given = make_url(url).query.get("options", "")  # e.g. a search_path: kept
+        options = f"{given} -c default_transaction_read_only=on".strip()
+        ro = {"connect_args": {"options": options}} if readonly else {}
         return create_engine(url, pool_pre_ping=True, **ro)
     path = url.removeprefix("sqlite:///")
     if readonly and path != url and path and not path.startswith((":memory:", "file:")):

@@ -202,6 +202,14 @@ def pg_url() -> str:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but OYEZ_TEST_PG is not set: PostgreSQL tests must run in CI; {PG_HINT}")
         pytest.skip(f"PostgreSQL tests skipped: {PG_HINT}")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # tests run in parallel: each worker gets a schema of its own in the scratch database
+        schema = f"oyez_{worker}"
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+        engine.dispose()
+        url += f"{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
     engine = create_engine(url)
     with engine.begin() as conn:  # a fresh, empty database: the ledger creates its own tables
         SQLModel.metadata.drop_all(conn)

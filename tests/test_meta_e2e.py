@@ -176,10 +176,11 @@ def test_check_asks_facebook_instagram_and_threads_who_the_token_belongs_to(
     th.set_token("9001", "ROTATED-THREADS-TOKEN")  # ours is now refused
     meta_daemon.write(targets_yaml(graph, "111") + meta_targets(ig, th) + "posts: []\n")
     result = meta_daemon.cli("check", "-c", str(meta_daemon.jobs), db=False, check=False)
-    lines = result.stdout.splitlines()
+    rows = {line.split()[0]: line.split(None, 2) for line in result.stdout.splitlines()[1:]}  # a table
     assert result.returncode == 1
-    assert lines[:2] == ["page111: OK: Fake Page 111", "ig: OK: @fake_17841"]
-    assert lines[2].startswith("th: FAILED: threads 9001: HTTP 400, Graph error 190")
-    assert lines[2].endswith("Fix: issue a new access token and update it in .env")
+    assert rows["page111"][1] == "ok" and rows["page111"][2].startswith("Fake Page 111")
+    assert rows["ig"][1] == "ok" and rows["ig"][2].startswith("@fake_17841")
+    assert rows["th"][1] == "invalid" and rows["th"][2].startswith("threads 9001: HTTP 400, Graph error 190")
+    assert rows["th"][2].endswith("Fix: issue a new access token and update it in .env")
     assert TOKEN not in result.stdout + result.stderr
     assert [r.path for r in th.received] == ["/v1.0/me"] and [r.path for r in ig.received] == ["/v25.0/17841"]

@@ -51,8 +51,7 @@ def test_installed_adapter_validates_checks_and_publishes(site: Path, daemon: Da
     daemon.write(jobs(board, "x" * 141, "2030-01-01 09:00"))
     bad = daemon.cli("validate", "-c", str(daemon.jobs), db=False, check=False)
     assert bad.returncode == 1
-    assert bad.stderr.strip().endswith("jobs.yaml:9: target board: "
-                                       "141 characters, a notice takes 140")
+    assert "jobs.yaml:9: target board: 141 characters, a notice takes 140" in bad.stderr
 
     daemon.write(jobs(board, "Office closed on Friday", iso(soon(3))))
     assert "1 target, 1 post" in daemon.cli("validate", "-c", str(daemon.jobs), db=False).stdout
