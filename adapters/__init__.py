@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.metadata import entry_points
 from typing import cast
 
@@ -22,6 +23,7 @@ def names() -> list[str]:
     return sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group="oyez.adapters")})
 
 
+@functools.cache  # reading entry points scans every installed package (~4 ms): once per name
 def get(name: str) -> type[Adapter]:
     """Return the adapter class registered as `name`, or raise KeyError."""
     for ep in entry_points(group="oyez.adapters", name=name):

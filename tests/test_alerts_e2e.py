@@ -144,7 +144,7 @@ def test_expiring_token_missed_post_and_abandoned_send_each_alert(graph: FakeGra
     assert wait_until(lambda: len(graph.posts) == 1, 20)
     daemon.kill()
     daemon.start(env={"OYEZ_NODE": "host-a"})
-    assert wait_until(lambda: "abandoned:post:stuck:page111" in problems(), 20), hook.texts()
+    assert wait_until(lambda: "abandoned:post:stuck:page111" in problems(), 60), hook.texts()
     assert wait_until(lambda: [d.status for d in daemon.deliveries()] == ["sent", "missed"], 20)
     assert len(graph.posts) == 1  # found on the page after the restart, not posted again
     assert daemon.stop() == 0
