@@ -98,6 +98,7 @@ posts:
     daemon.start()
     [post] = graph.wait_for_posts(1, timeout=15)
     assert post.message == "Lock your car"
-    assert wait_until(lambda: [d.status for d in daemon.deliveries()] == ["sent"], 10)
+    assert wait_until(lambda: {d.job_id: d.status for d in daemon.deliveries()}
+                      == {"tip": "sent", "later": "pending"}, 10)
     assert daemon.stop() == 0
     assert len(graph.posts) == 1
