@@ -131,7 +131,8 @@ def test_expiring_token_missed_post_and_abandoned_send_each_alert(graph: FakeGra
     daemon.write(targets_yaml(graph, "111") + "alerts: [\"${HOOK_URL}\"]\nposts:\n"
                  f"  - {{id: late, at: '{iso(soon(-120))}', grace: 1m, message: too late}}\n"
                  f"  - {{id: stuck, at: '{iso(soon(3))}', message: stuck in flight}}\n")
-    daemon.start(env={"OYEZ_NODE": "host-a"})  # a fixed node name, as under systemd
+    # a fixed node name, as under systemd; the hanging send must still be in flight when killed
+    daemon.start(env={"OYEZ_NODE": "host-a", "OYEZ_HTTP_TIMEOUT": "60"})
 
     def problems() -> Counter[str]:
         return tagged(hook.texts(), "PROBLEM")

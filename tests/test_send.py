@@ -11,7 +11,7 @@ from receivers import JsonReceiver
 
 def test_send_now_then_the_running_daemon_does_not_send_it_at_its_time(graph: FakeGraph,
                                                                       daemon: DaemonProcess) -> None:
-    due = soon(5)
+    due = soon(15)  # far enough that `oyez send` beats it on a slow machine too
     daemon.write(targets_yaml(graph, "111") + f"posts:\n  - id: fix\n    at: {iso(due)}\n"
                  "    message: Correction, the chat starts at 7pm\n")
     daemon.start()
