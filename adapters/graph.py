@@ -40,7 +40,7 @@ QUOTA_WAIT = 3600.0  # a publishing quota rolls over 24 hours: look again in an 
 QUOTA_FRESH = 600.0  # seconds a quota reading is trusted (counting our own posts meanwhile)
 PAGE_SIZE = 100  # items per page when looking for one (the Graph API's maximum)
 MAX_PAGES = 20  # the most pages read looking for one post: 2,000 posts since its first attempt
-MAX_WAIT = 86400.0  # the longest wait a server may ask for; beyond it a post's grace is long gone
+MAX_WAIT = web.MAX_WAIT  # the longest wait a server may ask for
 
 
 def check_base_url(url: str) -> str:
