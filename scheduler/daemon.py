@@ -32,10 +32,10 @@ from adapters import http as web
 
 from . import clock, config, entry, plan, report, times
 from .alerts import ABANDONED, MISSED, RELOAD, TOKEN, UNHEALTHY, Alerts
-from .delivery import Publisher
+from .delivery import ARM_LEAD, Publisher
 from .errors import ConfigError
 from .incidents import Incidents
-from .ledger import DaemonRow, Delivery, Ledger, Reload, SyncResult, safe_url
+from .ledger import DaemonRow, Delivery, Ledger, Reload, SyncResult, out_of_date, safe_url
 from .settings import Settings
 from .systemd import Notifier
 
@@ -334,7 +334,11 @@ class Daemon:
         start, end = plan.ledger_window(cfg, now, self.settings.horizon)
         since = start if starting else now - plan.longest_grace(cfg)
         occurrences = plan.expand(cfg, since, end)
-        synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now, since=since)
+        with self.publisher.holding():  # deliveries claimed ahead follow the new file too
+            wanted = {o.key: o for o in occurrences if not o.draft}
+            self.publisher.disarm(row for row in self.publisher.armed()
+                                  if row.key not in wanted or out_of_date(row, wanted[row.key]))
+            synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now, since=since)
         self.publisher.use(cfg)
         self.alerts.use(cfg.alerts)
         self.config = cfg
@@ -350,7 +354,7 @@ class Daemon:
         assert row.id is not None
         when = max(row.due_at, row.next_attempt_at or row.due_at)
         job = self.scheduler.get_job(_job_id(row.id))
-        if job is None or job.next_run_time != when:
+        if job is None or job.next_run_time != when - ARM_LEAD:
             self.wake(row.id, row.target, when)
 
     def _unschedule(self, delivery_id: int) -> None:
@@ -358,9 +362,9 @@ class Daemon:
             self.scheduler.remove_job(_job_id(delivery_id))
 
     def wake(self, delivery_id: int, target: str, when: datetime) -> None:
-        """Have the publisher look at a delivery at `when`."""
-        self.scheduler.add_job(self.publisher.enqueue, "date", run_date=when,
-                               args=[delivery_id, target], id=_job_id(delivery_id),
+        """Have the publisher take a delivery due at `when`, a moment ahead (ARM_LEAD)."""
+        self.scheduler.add_job(self.publisher.enqueue, "date", run_date=when - ARM_LEAD,
+                               args=[delivery_id, target, when], id=_job_id(delivery_id),
                                replace_existing=True)
 
     def sweep(self) -> None:

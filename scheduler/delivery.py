@@ -1,24 +1,28 @@
 """Sending one delivery, and the lanes that keep each target's posts in order.
 
-`Publisher.enqueue(id, target)` is what the scheduler calls at a post's
-instant: it only queues. A bounded thread pool drains one lane per target, so
-posts to one target go out in order, many targets go out at once, and a slow
-target holds one worker rather than the scheduler's clock.
+`Publisher.enqueue(id, target, when)` is what the scheduler calls a moment
+(ARM_LEAD) before a post's instant: it only queues. A bounded thread pool
+drains one lane per target, so posts to one target go out in order, many
+targets go out at once, and a slow target holds one worker rather than the
+scheduler's clock. A lane claims what it holds in one transaction ahead of
+time ("armed"), then sends each at its instant: on time, only the send is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 import requests
+from sqlalchemy.exc import SQLAlchemyError
 
 import adapters
 from adapters.base import Adapter, Message, Published, Steps, idempotent_for
@@ -41,6 +45,11 @@ CLOCK_SKEW = timedelta(minutes=1)
 SETTLE_FOR = timedelta(hours=1)  # how long past a deadline an unknown outcome is still checked
 PARENT_WAIT = timedelta(seconds=5)  # how often a comment or reply looks whether its parent went out
 UNSENT = ("pending", "retry", "sending", "cancelling")  # a parent that may still go out
+# Deliveries are claimed this long before their instant, so that then only the send is left: long
+# enough for the claim to be done in time on a busy machine, short enough that a crash within it
+# is rare (its deliveries are then checked on the network at the next start, as any abandoned send).
+ARM_LEAD = timedelta(seconds=1)
+BATCH = 50  # the most deliveries of one lane claimed in one transaction
 
 
 class LedgerSteps(Steps):
@@ -93,7 +102,7 @@ class Publisher:
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="oyez-send")
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._lanes: dict[str, deque[int]] = defaultdict(deque)
+        self._lanes: dict[str, deque[tuple[int, datetime | None]]] = defaultdict(deque)
         self._busy: set[str] = set()
         self._queued: set[int] = set()
         self._targets: dict[str, Target] = {}
@@ -103,6 +112,9 @@ class Publisher:
         self._unhealthy: dict[str, str] = {}  # target -> reason, while its settings are unchanged
         self._in_flight = 0  # deliveries being worked on by the pool, for a bounded stop
         self._idle = threading.Condition(self._lock)
+        self._armed: dict[int, Delivery] = {}  # claimed ahead, its instant not yet come
+        self._disarmed = threading.Condition(self._lock)  # an armed delivery was given back
+        self._arming = threading.Lock()  # claims ahead wait while a reload updates the ledger
 
     def use(self, config: Config) -> None:
         """Use this config's targets from now on; rebuild adapters whose settings changed."""
@@ -137,13 +149,14 @@ class Publisher:
         """True while `target`'s credentials are known to be refused."""
         return target in self._unhealthy
 
-    def enqueue(self, delivery_id: int, target: str) -> None:
-        """Queue a delivery on its target's lane (cheap; safe from any thread)."""
+    def enqueue(self, delivery_id: int, target: str, when: datetime | None = None) -> None:
+        """Queue a delivery due at `when` (None: now) on its target's lane (cheap; safe from
+        any thread). Call it at most ARM_LEAD before `when`."""
         with self._lock:
             if delivery_id in self._queued or self.stopping.is_set():
                 return
             self._queued.add(delivery_id)
-            self._lanes[target].append(delivery_id)
+            self._lanes[target].append((delivery_id, when))
             if target in self._busy:
                 return
             self._busy.add(target)
@@ -151,13 +164,14 @@ class Publisher:
 
     def _drain(self, target: str) -> None:
         with self._lock:
-            delivery_id = self._lanes[target].popleft()
-            self._queued.discard(delivery_id)
+            lane = self._lanes[target]
+            batch = [lane.popleft() for _ in range(min(len(lane), BATCH))]
+            self._queued.difference_update(delivery_id for delivery_id, _ in batch)
             self._in_flight += 1
         try:
-            self.deliver(delivery_id, target)
-        except Exception:  # a bug must not kill the lane; the sweep will retry the delivery
-            log.exception("delivery %s: unexpected error", delivery_id)
+            self._deliver_batch(target, batch)
+        except Exception:  # a bug must not kill the lane; the sweep will retry the deliveries
+            log.exception("deliveries %s: unexpected error", [i for i, _ in batch])
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -167,6 +181,71 @@ class Publisher:
                     self._busy.discard(target)
             if more:  # back of the pool's queue, so other targets get their turn
                 self.pool.submit(self._drain, target)
+
+    def _deliver_batch(self, target: str, batch: list[tuple[int, datetime | None]]) -> None:
+        """Claim a lane's deliveries ahead in one transaction, then send each at its instant,
+        in order. Those that could not be claimed ahead (a comment waiting for its post, a
+        paced target) take the one-by-one path at their instant."""
+        armed = {row.id: row for row in self._arm(target, [i for i, _ in batch])}
+        for delivery_id, when in batch:
+            row = armed.get(delivery_id)
+            if row is None:
+                if self._wait(when):
+                    self.deliver(delivery_id, target)
+            elif self._wait(max(row.due_at, row.next_attempt_at or row.due_at), row):
+                self._publish(row, None)
+
+    def _arm(self, target: str, ids: list[int]) -> list[Delivery]:
+        """Claim what may be sent within ARM_LEAD of now, if the target can be used now."""
+        now = clock.now()
+        not_before = self._not_before.get(target)
+        if (not self.dry_run and target in self._unhealthy) or (not_before and not_before > now) \
+                or self.ledger.lost():
+            return []
+        with self._arming:
+            if self.stopping.is_set():
+                return []
+            rows = self.ledger.claim_ahead(ids, self.settings.node, now, now + ARM_LEAD,
+                                           self.settings.lease)
+            with self._lock:
+                self._armed.update((row.id, row) for row in rows if row.id is not None)
+        return rows
+
+    def _wait(self, when: datetime | None, armed: Delivery | None = None) -> bool:
+        """Wait until `when`. False if oyez is stopping, or `armed` was disarmed meanwhile;
+        True once `armed` is due: from then on it is being sent and can no longer be disarmed."""
+        with self._lock:
+            while not self.stopping.is_set():
+                if armed is not None and armed.id not in self._armed:
+                    return False
+                delay = 0.0 if when is None else (when - clock.now()).total_seconds()
+                if delay <= 0:
+                    if armed is not None:
+                        del self._armed[armed.id or 0]
+                    return True
+                self._disarmed.wait(delay)
+            return False
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """No claims ahead meanwhile (while a reload updates the ledger)."""
+        with self._arming:
+            yield
+
+    def armed(self) -> list[Delivery]:
+        """Deliveries claimed ahead whose instant has not come (a reload may give them back)."""
+        with self._lock:
+            return list(self._armed.values())
+
+    def disarm(self, rows: Iterable[Delivery]) -> None:
+        """Give back claims taken ahead whose send has not started; the deliveries are open
+        again in the ledger. Raises SQLAlchemyError (nothing is given back) if it cannot write."""
+        with self._lock:  # decided as one with the instant's `_wait`
+            taken = [row for row in rows if row.id in self._armed]
+            self.ledger.unclaim(taken, self.settings.node, clock.now())
+            for row in taken:
+                del self._armed[row.id or 0]
+            self._disarmed.notify_all()
 
     def deliver(self, delivery_id: int, target: str) -> None:
         """Send one delivery if it is still due, unclaimed and its target is usable."""
@@ -184,8 +263,13 @@ class Publisher:
             self.wake(delivery_id, target, not_before)
             return
         row = self.ledger.claim(delivery_id, self.settings.node, now, self.settings.lease)
-        if row is None:
-            return
+        if row is not None:
+            self._publish(row, parent)
+
+    def _publish(self, row: Delivery, parent: Delivery | None) -> None:
+        """Send a claimed delivery and record what became of it."""
+        assert row.id is not None
+        delivery_id = row.id
         with self._lock:  # the adapter and the settings it was built from, as one
             adapter = self._adapters.get(row.target)
             current = self._targets.get(row.target)
@@ -361,7 +445,10 @@ class Publisher:
         crash-recovery path: the caller should exit without waiting for them)."""
         self.stopping.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        with self._arming, contextlib.suppress(SQLAlchemyError):  # else: checked at the next start
+            self.disarm(self.armed())
         with self._lock:
+            self._disarmed.notify_all()
             self._idle.wait_for(lambda: self._in_flight == 0, timeout)
             left = self._in_flight
         if not left:

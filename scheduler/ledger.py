@@ -10,6 +10,7 @@ daemons on one database (SQLite or PostgreSQL).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     bindparam,
+    case,
     delete,
     event,
     func,
@@ -47,6 +49,63 @@ log = logging.getLogger(__name__)
 ACTIVE = ("pending", "retry")
 SYNC_TRIES = 5  # a sync that lost a race with a claim or another daemon looks again
 OPEN = (*ACTIVE, "sending", "cancelling")  # not yet settled one way or the other
+
+
+@dataclass
+class _Outcome:
+    """One `finish` call: what to write, and what became of it."""
+
+    delivery: Delivery
+    node: str
+    attempt: Attempt
+    values: dict[str, Any]
+    done: bool = False
+    recorded: bool = False
+    error: SQLAlchemyError | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of `_outcome_update(sorted(values))` for this outcome."""
+        return {**self.values, "_id": self.delivery.id, "_node": self.node,
+                "_at": self.attempt.finished_at}
+
+
+class _ClaimLost(Exception):
+    """An outcome of a batch was not written: its claim is no longer held."""
+
+
+def _record(engine: Engine, batch: list[_Outcome]) -> None:
+    """Write `batch`'s outcomes in one transaction, setting each one's `recorded`.
+
+    In the usual case every claim is still held, and outcomes alike in shape are
+    written by one executemany each; if one was lost, the transaction is rolled
+    back and each is written on its own, to tell which.
+    """
+    with contextlib.suppress(_ClaimLost), engine.begin() as conn:
+        shapes: dict[tuple[str, ...], list[_Outcome]] = {}
+        for outcome in batch:
+            shapes.setdefault(tuple(sorted(outcome.values)), []).append(outcome)
+        for keys, alike in shapes.items():
+            if conn.execute(_outcome_update(keys), [o.params() for o in alike]).rowcount != len(alike):
+                raise _ClaimLost
+        conn.execute(insert(_table(Attempt)), [o.attempt.model_dump(exclude={"id"}) for o in batch])
+        for outcome in batch:
+            outcome.recorded = True
+        return
+    with engine.begin() as conn:
+        for outcome in batch:
+            keys = tuple(sorted(outcome.values))
+            outcome.recorded = conn.execute(_outcome_update(keys), outcome.params()).rowcount == 1
+        recorded = [o.attempt.model_dump(exclude={"id"}) for o in batch if o.recorded]
+        if recorded:
+            conn.execute(insert(_table(Attempt)), recorded)
+
+
+@functools.cache
+def _outcome_update(keys: tuple[str, ...]) -> Any:
+    """UPDATE setting columns `keys` of a delivery, if `_node` still holds its claim."""
+    return update(_D).where(
+        _D.c.id == bindparam("_id"), _D.c.status == "sending", _D.c.claimed_by == bindparam("_node"),
+    ).values(lease_until=None, updated_at=bindparam("_at"), **{k: bindparam(k) for k in keys})
 
 
 class _Changed(Exception):
@@ -212,6 +271,8 @@ class Ledger:
         """
         self.url = url
         self._write_lock = threading.Lock()
+        self._outcomes: list[_Outcome] = []  # waiting to be committed by `finish`
+        self._outcomes_lock = threading.Lock()
         self._file = _sqlite_file(url)
         try:
             self.engine = make_engine(url, busy_seconds, readonly=readonly)
@@ -405,20 +466,58 @@ class Ledger:
                                         "lease_until": now + lease}).one_or_none()
         return None if row is None else Delivery(**row._mapping)
 
-    def finish(self, delivery: Delivery, node: str, attempt: Attempt, **values: Any) -> bool:
-        """Record an attempt and the delivery's new state, if `node` still holds the claim."""
-        table = _table(Delivery)
+    def claim_ahead(self, ids: Sequence[int], node: str, now: datetime, ready: datetime,
+                    lease: timedelta) -> list[Delivery]:
+        """Claim, in one transaction, those of `ids` that may be sent by `ready` (a moment
+        ahead of now), so that at their instant only the send remains.
+
+        Like `claim`, but for a batch and a little early; deliveries under another
+        (a comment or reply) are left out: they wait for their parent at their instant.
+        The lease runs from `ready`. Claimed rows are returned in no particular order.
+        """
+        if not ids:
+            return []
         with self.transaction() as conn:
-            done = conn.execute(
-                update(table)
-                .where(table.c.id == delivery.id, table.c.status == "sending",
-                       table.c.claimed_by == node)
-                .values(lease_until=None, updated_at=attempt.finished_at, **values))
-            if done.rowcount == 1:
-                conn.execute(insert(_table(Attempt)), [attempt.model_dump(exclude={"id"})])
-                return True
-        log.warning("delivery %s: claim lost before its outcome was recorded", delivery.key)
-        return False
+            rows = conn.execute(_CLAIM_AHEAD, {"ids": list(ids), "node": node, "now": now,
+                                               "ready": ready, "lease_until": ready + lease}).all()
+        return [Delivery(**row._mapping) for row in rows]
+
+    def unclaim(self, rows: Iterable[Delivery], node: str, now: datetime) -> int:
+        """Give back claims taken ahead (`claim_ahead`) whose send never started: the deliveries
+        are open again as before the claim, with no attempt counted. Returns how many."""
+        params = [{"delivery_id": row.id, "node": node, "now": now,
+                   "status": "pending" if row.attempts <= 1 else "retry"} for row in rows]
+        if not params:
+            return 0
+        with self.transaction() as conn:
+            return int(conn.execute(_UNCLAIM, params).rowcount)
+
+    def finish(self, delivery: Delivery, node: str, attempt: Attempt, **values: Any) -> bool:
+        """Record an attempt and the delivery's new state, if `node` still holds the claim.
+
+        Returns once it is committed. Outcomes recorded at the same moment by other
+        threads share one transaction (group commit): whoever gets the write lock
+        commits every outcome waiting for it, so a burst is not one commit per post.
+        """
+        mine = _Outcome(delivery, node, attempt, values)
+        with self._outcomes_lock:
+            self._outcomes.append(mine)
+        with self._write_lock:
+            if not mine.done:
+                with self._outcomes_lock:
+                    batch, self._outcomes = self._outcomes, []
+                try:
+                    _record(self._write_engine, batch)
+                except SQLAlchemyError as exc:
+                    for outcome in batch:
+                        outcome.error = exc
+                for outcome in batch:
+                    outcome.done = True
+        if mine.error is not None:
+            raise mine.error
+        if not mine.recorded:
+            log.warning("delivery %s: claim lost before its outcome was recorded", delivery.key)
+        return mine.recorded
 
     def record_steps(self, delivery: Delivery, node: str, steps: str) -> bool:
         """Keep what an attempt did so far (`steps`, JSON), if `node` still holds the claim."""
@@ -603,6 +702,25 @@ _CLAIM = (
             first_attempt_at=func.coalesce(_D.c.first_attempt_at, bindparam("now")))
     .returning(*_D.c)  # SQLite >= 3.35 and PostgreSQL
 )
+_CLAIM_AHEAD = (
+    update(_D)
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)), _D.c.status.in_(ACTIVE),
+           _D.c.parent.is_(None),
+           _D.c.due_at <= bindparam("ready"), _D.c.deadline > bindparam("now"),
+           or_(_D.c.next_attempt_at.is_(None), _D.c.next_attempt_at <= bindparam("ready")))
+    .values(status="sending", claimed_by=bindparam("node"), lease_until=bindparam("lease_until"),
+            attempts=_D.c.attempts + 1, updated_at=bindparam("now"),
+            first_attempt_at=func.coalesce(_D.c.first_attempt_at, bindparam("now")))
+    .returning(*_D.c)
+)
+_UNCLAIM = (
+    update(_D)
+    .where(_D.c.id == bindparam("delivery_id"), _D.c.status == "sending",
+           _D.c.claimed_by == bindparam("node"))
+    .values(status=bindparam("status"), claimed_by=None, lease_until=None,
+            attempts=_D.c.attempts - 1, updated_at=bindparam("now"),
+            first_attempt_at=case((_D.c.attempts <= 1, None), else_=_D.c.first_attempt_at))
+)
 _CHILD = _D.alias("child")
 # On every delivery's path, like _CLAIM: one prepared join (most rows have no parent)
 _PARENT = (
@@ -619,6 +737,11 @@ def _content(occ: Occurrence) -> dict[str, Any]:
     return {"part": occ.part, "target": occ.target, "tz": occ.tz_name, "due_at": occ.due,
             "deadline": occ.deadline, "text": occ.text, "link": occ.link, "image": occ.image,
             "options": occ.options, "images": "\n".join(occ.images) or None, "parent": occ.parent}
+
+
+def out_of_date(row: Delivery, occ: Occurrence) -> bool:
+    """True when `row` no longer says (time, text, target, ...) what occurrence `occ` says."""
+    return any(getattr(row, k) != v for k, v in _content(occ).items())
 
 
 def _missed_reason(row: Delivery, now: datetime) -> str:

@@ -45,7 +45,7 @@ class Settings(BaseModel):
     # bounded like the durations in jobs.yaml: a huge value would overflow datetime arithmetic
     sweep_seconds: float = Field(default=15.0, gt=0, le=DAY)
     watch_seconds: float = Field(default=0.25, gt=0, le=3600)
-    workers: int = Field(default=16, ge=1, le=256)
+    workers: int = Field(default=64, ge=1, le=256)  # sends at once: a lane per busy target
     max_attempts: int = Field(default=5, ge=1, le=1000)
     retry_base_seconds: float = Field(default=30.0, gt=0, le=DAY)
     retry_cap_seconds: float = Field(default=900.0, gt=0, le=DAY)

@@ -90,6 +90,7 @@ class Received:
     token_in_url: bool  # access_token was in the query string: a client bug
     status: int = 0  # HTTP status sent; 0 if the connection was dropped (or still pending)
     response: JsonDict | None = None  # JSON body sent; None if it was not a Graph JSON object
+    token_in_header: bool = False  # the token came as `Authorization: Bearer`, as it should
 
 
 @dataclass
@@ -689,6 +690,7 @@ class FakeGraph:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() closes connections itself rather than waiting forever
+    request_queue_size = 128  # like a real server's backlog: a burst opens many connections at once
     fake: FakeGraph
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
@@ -764,7 +766,8 @@ class _Handler(BaseHTTPRequestHandler):
             header_token = ""
         token = header_token.strip() or body_token or url_token
         self._received = Received(at, self.command, parts.path, query, dict(fields or {}),
-                                  token, url_token is not None)
+                                  token, url_token is not None,
+                                  token_in_header=bool(header_token.strip()))
         fake._record(self._received)
         self._trace = fake._trace_id()
         match = _PATH.match(parts.path)
