@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,7 @@ def describe_environment(root: Path) -> dict[str, Any]:
     """
     cpus = os.cpu_count() or 0
     return {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "cpu": _cpu_model(),
         "cpus": cpus,
@@ -154,7 +156,7 @@ def print_environment(env: Mapping[str, Any]) -> None:
           f"{memory} GB memory{available}")
     print(f"system:   {env['os']}, {env['kernel']}; {env['python']}, SQLite {env['sqlite']}")
     print("packages: " + ", ".join(f"{name} {version}" for name, version in env["libraries"].items()))
-    print(f"tree:     {env['commit']}")
+    print(f"tree:     {env['commit']}; run started {env['started']}")
     load = " / ".join(f"{when} {_loads(env[key])}" for when, key in (("start", "load_start"),
                                                                       ("end", "load_end")) if env[key])
     print(f"load:     1/5/15-minute average at {load} (the end includes this benchmark's own processes)")

@@ -712,7 +712,7 @@ def write_lateness_png(lateness: dict[str, Any], sizes: Sizes, args: argparse.Na
     png = args.out.with_name("lateness.png")
     title = (f"oyez vs bare APScheduler: lateness of {sizes.lateness_posts} posts over "
              f"{sizes.lateness_spread:g} s on 3 targets, fake Graph {args.latency:g} ms\n"
-             f"commit {env['commit']}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {env['cpus']} CPUs, "
+             f"commit {env['commit']}, run started {env['started']}, {env['cpus']} CPUs, "
              f"load at start {env['load_start'][0] if env['load_start'] else '?'}")
     series = {who: [run[who]["late_ms"] for run in lateness["runs"]] for who in ("oyez", "baseline")}
     if not plot_lateness(series, title, png):
