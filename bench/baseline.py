@@ -3,7 +3,7 @@
 What a hand-rolled cron-like script would do: read a JSON list of
 ``{"due": unix_seconds, "page": id, "token": token, "message": text}``, schedule
 one date job per post, POST it to ``{graph}/v25.0/{page}/feed`` with a Bearer
-header at its instant on a 16-thread pool (oyez's default worker count), and
+header at its instant on a 64-thread pool (oyez's default worker count), and
 exit once every post has been answered. No ordering, no retries, no records.
 
     python bench/baseline.py posts.json --graph http://127.0.0.1:PORT [--timeout 120]
@@ -25,7 +25,7 @@ import requests
 from apscheduler.schedulers.background import BackgroundScheduler
 from requests.adapters import HTTPAdapter
 
-WORKERS = 16  # oyez's default OYEZ_WORKERS
+WORKERS = 64  # oyez's default OYEZ_WORKERS
 GRAPH_VERSION = "v25.0"
 HTTP_TIMEOUT = 20.0
 

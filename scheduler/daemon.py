@@ -32,7 +32,7 @@ from adapters import http as web
 
 from . import clock, config, entry, plan, report, times
 from .alerts import ABANDONED, MISSED, RELOAD, TOKEN, UNHEALTHY, Alerts
-from .delivery import ARM_LEAD, Publisher
+from .delivery import Publisher
 from .errors import ConfigError
 from .incidents import Incidents
 from .ledger import DaemonRow, Delivery, Ledger, Reload, SyncResult, out_of_date, safe_url
@@ -354,7 +354,7 @@ class Daemon:
         assert row.id is not None
         when = max(row.due_at, row.next_attempt_at or row.due_at)
         job = self.scheduler.get_job(_job_id(row.id))
-        if job is None or job.next_run_time != when - ARM_LEAD:
+        if job is None or job.next_run_time != when - self.settings.arm_lead:
             self.wake(row.id, row.target, when)
 
     def _unschedule(self, delivery_id: int) -> None:
@@ -362,8 +362,8 @@ class Daemon:
             self.scheduler.remove_job(_job_id(delivery_id))
 
     def wake(self, delivery_id: int, target: str, when: datetime) -> None:
-        """Have the publisher take a delivery due at `when`, a moment ahead (ARM_LEAD)."""
-        self.scheduler.add_job(self.publisher.enqueue, "date", run_date=when - ARM_LEAD,
+        """Have the publisher take a delivery due at `when`, a moment ahead (`arm_lead`)."""
+        self.scheduler.add_job(self.publisher.enqueue, "date", run_date=when - self.settings.arm_lead,
                                args=[delivery_id, target, when], id=_job_id(delivery_id),
                                replace_existing=True)
 
@@ -390,6 +390,7 @@ class Daemon:
                     self.ledger.release(row, now, reason):
                 log.warning("%s was being sent by %s, which stopped: will check %s for it "
                                 "before sending again", row.key, row.claimed_by, row.target)
+                self._schedule(row)  # at its time and in its place: it may have been claimed ahead
                 self.alerts.raise_(ABANDONED, row.key, f"{row.key} to {row.target}: {reason}",
                                    event=True)
         for row in self.ledger.expire(now, dry_run=self.dry_run):

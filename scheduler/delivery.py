@@ -1,7 +1,7 @@
 """Sending one delivery, and the lanes that keep each target's posts in order.
 
 `Publisher.enqueue(id, target, when)` is what the scheduler calls a moment
-(ARM_LEAD) before a post's instant: it only queues. A bounded thread pool
+(OYEZ_ARM_SECONDS) before a post's instant: it only queues. A bounded thread pool
 drains one lane per target, so posts to one target go out in order, many
 targets go out at once, and a slow target holds one worker rather than the
 scheduler's clock. A lane claims what it holds in one transaction ahead of
@@ -45,10 +45,6 @@ CLOCK_SKEW = timedelta(minutes=1)
 SETTLE_FOR = timedelta(hours=1)  # how long past a deadline an unknown outcome is still checked
 PARENT_WAIT = timedelta(seconds=5)  # how often a comment or reply looks whether its parent went out
 UNSENT = ("pending", "retry", "sending", "cancelling")  # a parent that may still go out
-# Deliveries are claimed this long before their instant, so that then only the send is left: long
-# enough for the claim to be done in time on a busy machine, short enough that a crash within it
-# is rare (its deliveries are then checked on the network at the next start, as any abandoned send).
-ARM_LEAD = timedelta(seconds=1)
 BATCH = 50  # the most deliveries of one lane claimed in one transaction
 
 
@@ -151,7 +147,7 @@ class Publisher:
 
     def enqueue(self, delivery_id: int, target: str, when: datetime | None = None) -> None:
         """Queue a delivery due at `when` (None: now) on its target's lane (cheap; safe from
-        any thread). Call it at most ARM_LEAD before `when`."""
+        any thread). Call it at most `settings.arm_lead` before `when`."""
         with self._lock:
             if delivery_id in self._queued or self.stopping.is_set():
                 return
@@ -196,7 +192,7 @@ class Publisher:
                 self._publish(row, None)
 
     def _arm(self, target: str, ids: list[int]) -> list[Delivery]:
-        """Claim what may be sent within ARM_LEAD of now, if the target can be used now."""
+        """Claim what may be sent within `arm_lead` of now, if the target can be used now."""
         now = clock.now()
         not_before = self._not_before.get(target)
         if (not self.dry_run and target in self._unhealthy) or (not_before and not_before > now) \
@@ -205,7 +201,7 @@ class Publisher:
         with self._arming:
             if self.stopping.is_set():
                 return []
-            rows = self.ledger.claim_ahead(ids, self.settings.node, now, now + ARM_LEAD,
+            rows = self.ledger.claim_ahead(ids, self.settings.node, now, now + self.settings.arm_lead,
                                            self.settings.lease)
             with self._lock:
                 self._armed.update((row.id, row) for row in rows if row.id is not None)

@@ -32,6 +32,7 @@ ENV_NAMES = {
     "alert_timeout_seconds": "OYEZ_ALERT_TIMEOUT_SECONDS",
     "token_check_hours": "OYEZ_TOKEN_CHECK_HOURS",
     "stop_seconds": "OYEZ_STOP_SECONDS",
+    "arm_seconds": "OYEZ_ARM_SECONDS",
 }
 
 
@@ -59,11 +60,17 @@ class Settings(BaseModel):
     alert_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)  # per channel, per alert
     token_check_hours: float = Field(default=24.0, gt=0, le=24 * 31)  # how often the daemon checks tokens
     stop_seconds: float = Field(default=10.0, ge=0, le=3600)  # how long sends in flight may finish at stop
+    arm_seconds: float = Field(default=1.0, ge=0, le=60)  # deliveries are claimed this long ahead
 
     @property
     def lease(self) -> timedelta:
         """How long a claim protects a delivery from other daemons."""
         return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def arm_lead(self) -> timedelta:
+        """How long before its instant a delivery is claimed, so that then only the send is left."""
+        return timedelta(seconds=self.arm_seconds)
 
     @property
     def horizon(self) -> timedelta:

@@ -215,3 +215,56 @@ def test_sweep_sends_what_the_scheduler_does_not_know(graph: FakeGraph, daemon: 
     assert post.message == "found by the sweep"
     assert post.created_time - due.timestamp() < 2.5  # within the 1 s sweep interval, generously
     assert daemon.stop() == 0
+
+
+ARMED_EARLY = {"OYEZ_ARM_SECONDS": "30"}  # claimed as soon as planned: a wide window to act in
+
+
+def armed(daemon: DaemonProcess, *job_ids: str) -> bool:
+    """These deliveries are claimed (ahead of their instant) and nothing has an outcome yet."""
+    rows = {d.job_id: d.status for d in daemon.deliveries()}
+    return all(rows.get(j) == "sending" for j in job_ids) and "sent" not in rows.values()
+
+
+def test_sigkill_while_deliveries_are_armed_then_restart_sends_each_post_exactly_once(
+        graph: FakeGraph, daemon: DaemonProcess) -> None:
+    """Claimed ahead of their instant, then the daemon dies: nothing went out, and after a
+    restart each post goes out once, at or after its time, once its page was checked."""
+    daemon.write(targets_yaml(graph, "111", "222") + "posts: []\n")
+    daemon.start(env=ARMED_EARLY)
+    assert daemon.wait_log("oyez running"), daemon.log()
+    due = soon(12)  # timed from a running daemon, however long it took to start
+    daemon.write(targets_yaml(graph, "111", "222") + posts_yaml(3, due, 0.5, targets=("page111", "page222")))
+    assert wait_until(lambda: armed(daemon, "p0"), 10), (daemon.log(), statuses(daemon))
+    daemon.kill()
+    assert graph.posts == [] and not [r for r in graph.received if r.method == "POST"]
+    daemon.start()
+    assert wait_until(lambda: [d.status for d in daemon.deliveries()] == ["sent"] * 6, 40), daemon.log()
+    assert daemon.stop() == 0
+    for page in ("111", "222"):
+        assert messages(graph, page) == [f"p post number {i}" for i in range(3)]  # once each, in order
+    assert all(p.created_time >= int(due.timestamp()) for p in graph.posts)  # never before its time
+    assert "which stopped: will check page111 for it" in daemon.log()
+    feed_reads = [r for r in graph.received if r.method == "GET" and r.path.endswith("/published_posts")]
+    first_post = min(r.at for r in graph.received if r.method == "POST")
+    assert feed_reads and min(r.at for r in feed_reads) < first_post
+
+
+def test_a_reload_gives_back_armed_deliveries_it_removes_or_changes(graph: FakeGraph,
+                                                                     daemon: DaemonProcess) -> None:
+    daemon.write(targets_yaml(graph, "111", "222") + "posts: []\n")
+    daemon.start(env=ARMED_EARLY)
+    assert daemon.wait_log("oyez running"), daemon.log()
+    due = soon(10)
+    removed = posts_yaml(1, due, 0, targets=("page111",), prefix="a").removeprefix("posts:\n")
+    changed = posts_yaml(1, due, 0, targets=("page222",), prefix="b").removeprefix("posts:\n")
+    daemon.write(targets_yaml(graph, "111", "222") + "posts:\n" + removed + changed)
+    assert wait_until(lambda: armed(daemon, "a0", "b0"), 10), (daemon.log(), statuses(daemon))
+    daemon.write(targets_yaml(graph, "111", "222") + "posts:\n"
+                 + changed.replace("b post number 0", "b post number 0, corrected"))
+    assert wait_until(lambda: statuses(daemon) == {"a0": "cancelled", "b0": "sent"}, 30), daemon.log()
+    assert daemon.stop() == 0
+    assert messages(graph) == ["b post number 0, corrected"]
+    rows = {d.job_id: d for d in daemon.deliveries()}
+    assert rows["a0"].attempts == 0 and rows["b0"].attempts == 1  # given back: no attempt counted
+    assert min(p.created_time for p in graph.posts) >= int(due.timestamp())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -202,3 +203,52 @@ def test_a_sync_that_loses_a_race_with_a_claim_looks_again(ledger: Ledger) -> No
     result = ledger.sync([occ("post:a:page", NOW, "edited text")], UNTIL, dry_run=False, now=NOW)
     assert raced[0] is not None and result.changed == []  # in flight: the send decides, not the sync
     assert status(ledger) == {"post:a:page": "sending"}
+
+
+def test_claim_ahead_takes_what_is_due_by_then_and_unclaim_gives_it_back_untouched(ledger: Ledger) -> None:
+    soon, later = NOW + timedelta(milliseconds=800), NOW + timedelta(seconds=5)
+    sync(ledger, occ("post:a:page", soon), occ("post:b:page", later), occ("post:c:page", soon))
+    ids = {d.key: d.id or 0 for d in ledger.deliveries(dry_run=False)}
+    armed = ledger.claim_ahead(list(ids.values()), "n1", NOW, NOW + timedelta(seconds=1), LEASE)
+    assert sorted(d.key for d in armed) == ["post:a:page", "post:c:page"]  # b is not due by then
+    assert all((d.status, d.claimed_by, d.attempts) == ("sending", "n1", 1) for d in armed)
+    assert ledger.claim_ahead(list(ids.values()), "n2", NOW, NOW + timedelta(seconds=1), LEASE) == []
+    assert ledger.unclaim(armed, "n2", NOW) == 0  # only the holder gives a claim back
+    assert ledger.unclaim(armed, "n1", NOW) == 2
+    rows = {d.key: d for d in ledger.deliveries(dry_run=False)}
+    assert {k: (d.status, d.attempts, d.claimed_by, d.first_attempt_at) for k, d in rows.items()} == {
+        k: ("pending", 0, None, None) for k in ids}
+
+
+def test_claim_ahead_leaves_a_comment_for_its_instant(ledger: Ledger) -> None:
+    comment = dataclasses.replace(occ("live:e:start:page"), parent="post:a:page")
+    ledger.sync([occ("post:a:page"), comment], UNTIL, dry_run=False, now=NOW)
+    ids = [d.id or 0 for d in ledger.deliveries(dry_run=False)]
+    assert [d.key for d in ledger.claim_ahead(ids, "n1", NOW, NOW, LEASE)] == ["post:a:page"]
+
+
+def test_outcomes_recorded_together_still_fence_each_claim(ledger: Ledger) -> None:
+    """Group commit: outcomes from many threads share transactions, and one whose claim was
+    lost is refused alone while the others are recorded."""
+    sync(ledger, *(occ(f"post:p{i}:page") for i in range(40)))
+    claimed = [ledger.claim(d.id or 0, "n1", NOW, LEASE) for d in ledger.deliveries(dry_run=False)]
+    rows = [row for row in claimed if row is not None]
+    lost = rows[7]
+    assert ledger.release(lost, NOW, "taken over")
+    results: dict[str, bool] = {}
+    barrier = threading.Barrier(len(rows))
+
+    def finish(row: Any) -> None:
+        barrier.wait()
+        results[row.key] = ledger.finish(row, "n1", attempt(row.id, NOW), status="sent", remote_id=row.key)
+
+    threads = [threading.Thread(target=finish, args=(row,)) for row in rows]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == {row.key: row is not lost for row in rows}
+    after = {d.key: d for d in ledger.deliveries(dry_run=False)}
+    assert after[lost.key].status == "retry" and ledger.attempts(lost.id or 0) == []
+    assert all(after[r.key].status == "sent" and after[r.key].remote_id == r.key
+               and len(ledger.attempts(r.id or 0)) == 1 for r in rows if r is not lost)
