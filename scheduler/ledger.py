@@ -24,6 +24,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Row,
     Table,
     TypeDecorator,
     UniqueConstraint,
@@ -464,7 +465,7 @@ class Ledger:
         with self.transaction() as conn:
             row = conn.execute(_CLAIM, {"delivery_id": delivery_id, "node": node, "now": now,
                                         "lease_until": now + lease}).one_or_none()
-        return None if row is None else Delivery(**row._mapping)
+        return None if row is None else _delivery(row)
 
     def claim_ahead(self, ids: Sequence[int], node: str, now: datetime, ready: datetime,
                     lease: timedelta) -> list[Delivery]:
@@ -480,7 +481,7 @@ class Ledger:
         with self.transaction() as conn:
             rows = conn.execute(_CLAIM_AHEAD, {"ids": list(ids), "node": node, "now": now,
                                                "ready": ready, "lease_until": ready + lease}).all()
-        return [Delivery(**row._mapping) for row in rows]
+        return [_delivery(row) for row in rows]
 
     def unclaim(self, rows: Iterable[Delivery], node: str, now: datetime) -> int:
         """Give back claims taken ahead (`claim_ahead`) whose send never started: the deliveries
@@ -530,7 +531,7 @@ class Ledger:
         """The delivery that delivery `delivery_id` is a comment or reply under, if any."""
         with self.engine.connect() as conn:
             row = conn.execute(_PARENT, {"delivery_id": delivery_id}).one_or_none()
-        return None if row is None else Delivery(**row._mapping)
+        return None if row is None else _delivery(row)
 
     def defer(self, delivery_id: int, until: datetime, now: datetime) -> None:
         """Push back an unclaimed delivery's next attempt (e.g. while a target is throttled)."""
@@ -683,6 +684,15 @@ class Ledger:
         """Reload records, newest first."""
         with self.session() as s:
             return s.exec(select(Reload).order_by(col(Reload.id).desc()).limit(limit)).all()
+
+
+def _delivery(row: Row[Any]) -> Delivery:
+    """A Delivery from every column of a row, for reading only (never added to a session).
+
+    Skips SQLModel's per-field construction: 12 µs instead of 102 µs a row, on
+    every post's path (claims). Every column must be given.
+    """
+    return Delivery.model_construct(**row._mapping)
 
 
 def _table(model: type[SQLModel]) -> Table:
