@@ -161,6 +161,9 @@ class Publisher:
     def _drain(self, target: str) -> None:
         with self._lock:
             lane = self._lanes[target]
+            when = lane[0][1]
+            if when is not None:  # a burst is queued over some milliseconds: claim it in one go
+                self._pause_until(when - self.settings.arm_lead / 2)
             batch = [lane.popleft() for _ in range(min(len(lane), BATCH))]
             self._queued.difference_update(delivery_id for delivery_id, _ in batch)
             self._in_flight += 1
@@ -188,8 +191,20 @@ class Publisher:
             if row is None:
                 if self._wait(when):
                     self.deliver(delivery_id, target)
-            elif self._wait(max(row.due_at, row.next_attempt_at or row.due_at), row):
+            elif self._wait(max(row.due_at, row.next_attempt_at or row.due_at), row) and self._held(row):
                 self._publish(row, None)
+
+    def _held(self, row: Delivery) -> bool:
+        """Whether this daemon still holds the claim on `row`, with at least half a lease left to
+        send it in: a lane that fell behind renews its claims, lest another daemon take them over."""
+        now = clock.now()
+        if row.lease_until is not None and row.lease_until - now >= self.settings.lease / 2:
+            return True
+        if self.ledger.renew(row, self.settings.node, now, self.settings.lease):
+            return True
+        log.warning("%s: its claim was taken over while it waited its turn: left to the daemon "
+                    "that has it", row.key)
+        return False
 
     def _arm(self, target: str, ids: list[int]) -> list[Delivery]:
         """Claim what may be sent within `arm_lead` of now, if the target can be used now."""
@@ -221,6 +236,11 @@ class Publisher:
                     return True
                 self._disarmed.wait(delay)
             return False
+
+    def _pause_until(self, when: datetime) -> None:
+        """Wait (holding `_lock`, which waiting releases) until `when` or a stop."""
+        while not self.stopping.is_set() and (delay := (when - clock.now()).total_seconds()) > 0:
+            self._disarmed.wait(delay)
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -289,7 +309,7 @@ class Publisher:
                          started, lateness_ms, fingerprint)
             return
         finished = clock.now()
-        self.ledger.finish(
+        self.ledger.finish_soon(  # the lane goes on to its next post meanwhile
             row, self.settings.node,
             Attempt(delivery_id=delivery_id, number=row.attempts, node=self.settings.node,
                     started_at=started, finished_at=finished, outcome=outcome,
@@ -447,6 +467,7 @@ class Publisher:
             self._disarmed.notify_all()
             self._idle.wait_for(lambda: self._in_flight == 0, timeout)
             left = self._in_flight
+        self.ledger.flush(timeout)
         if not left:
             self.http.close()
         return left

@@ -63,6 +63,7 @@ def send_now(cfg: Config, settings: Settings, job_id: str, target: str | None, n
         ids = [_bring_forward(ledger, occ, now, dry_run) for occ in occurrences]
         for delivery_id, occ in zip(ids, planned, strict=True):
             publisher.deliver(delivery_id, occ.target)
+            ledger.flush()  # its outcome is in the ledger
             _keep_planned_time(ledger, delivery_id, occ)
         with ledger.session() as s:
             return [row for i in ids if (row := s.get(Delivery, i)) is not None]

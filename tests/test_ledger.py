@@ -252,3 +252,14 @@ def test_outcomes_recorded_together_still_fence_each_claim(ledger: Ledger) -> No
     assert after[lost.key].status == "retry" and ledger.attempts(lost.id or 0) == []
     assert all(after[r.key].status == "sent" and after[r.key].remote_id == r.key
                and len(ledger.attempts(r.id or 0)) == 1 for r in rows if r is not lost)
+
+
+def test_a_claim_is_renewed_only_by_its_holder(ledger: Ledger) -> None:
+    sync(ledger, occ("post:a:page"), occ("post:b:page"))
+    a, b = ledger.claim_ahead([d.id or 0 for d in ledger.deliveries(dry_run=False)], "n1", NOW, NOW, LEASE)
+    later = NOW + LEASE * 0.9  # a lane that fell behind: its claims near their end
+    assert ledger.renew(a, "n1", later, LEASE) and a.lease_until == later + LEASE
+    assert ledger.release(b, NOW + LEASE * 2, "abandoned")  # another daemon took b over
+    assert not ledger.renew(b, "n1", later, LEASE)  # so n1 must not send it
+    assert {d.key: (d.status, d.lease_until) for d in ledger.deliveries(dry_run=False)} == {
+        a.key: ("sending", later + LEASE), b.key: ("retry", None)}
