@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.base import BaseTrigger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 import adapters
@@ -123,7 +122,7 @@ class Post:
     grace: timedelta
     draft: bool
     at: datetime | None = None
-    cron: BaseTrigger | None = field(default=None, compare=False)
+    cron: times.Cron | None = field(default=None, compare=False)
     cron_text: str | None = None
     until: datetime | None = None
     options: tuple[tuple[str, str], ...] = ()  # network options (alt, visibility, spoiler_text)
