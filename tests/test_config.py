@@ -291,3 +291,22 @@ def test_non_utf8_file_is_rejected() -> None:
 def test_template_padding_cannot_blow_up_the_message() -> None:
     [problem] = problems(HEAD + event(on_start="'{title:>100000000}'"))
     assert problem.startswith("jobs.yaml:12: ")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (HEAD + NONE + "---\nposts: []\n", "jobs.yaml:8: YAML syntax error: but found another document"),
+    (HEAD + "posts: *nowhere\n", "jobs.yaml:7: YAML syntax error: found undefined alias 'nowhere'"),
+    (HEAD + "x: &a 1\ny: &a 2\n" + NONE, "jobs.yaml:8: YAML syntax error: second occurrence"),
+    (HEAD + "<<: {posts: []}\n" + NONE, "jobs.yaml:7: unsupported mapping key"),
+    (HEAD + "? [posts]\n: []\n" + NONE, "jobs.yaml:7: unsupported mapping key"),
+])
+def test_yaml_structure_mistakes_are_located(text: str, expected: str) -> None:
+    """The file is read from the parser's events, without a node tree: what composing it
+    refused (a second document, unknown or repeated anchors, merge and complex keys) still is."""
+    assert problems(text) == [expected]
+
+
+def test_an_alias_reuses_its_value_and_counts_against_the_budget() -> None:
+    text = HEAD + f"posts:\n  - &p {{id: a, at: '{T}', message: hi}}\nlive_events: []\nspare: [*p, *p]\n"
+    assert problems(text) == ["jobs.yaml:10: unknown key 'spare' (known keys: version, timezone, "
+                              "targets, posts, live_events, alerts)"]
