@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import gc
 import hashlib
 import os
@@ -631,17 +632,24 @@ class _Builder:
 
     def template(self, text: str, path: yamlfile.Path) -> bool:
         """Check a live-event message template; True when it can be rendered."""
-        problem = templates.fields_problem(text, TEMPLATE_FIELDS)
-        if problem is None and not text.strip():
-            problem = "message is empty"
-        if problem is None:
-            try:  # also catches bad format specs such as {title:d}
-                templates.render(text, _SAMPLE_VALUES)
-            except (ValueError, TypeError) as exc:
-                problem = f"bad template: {exc}"
+        problem = _template_problem(text)
         if problem is not None:
             self.fail(path, problem)
         return problem is None
+
+
+@functools.lru_cache(maxsize=1024)
+def _template_problem(text: str) -> str | None:
+    """Why a live-event message template cannot be rendered, or None (events share templates)."""
+    problem = templates.fields_problem(text, TEMPLATE_FIELDS)
+    if problem is None and not text.strip():
+        problem = "message is empty"
+    if problem is None:
+        try:  # also catches bad format specs such as {title:d}
+            templates.render(text, _SAMPLE_VALUES)
+        except (ValueError, TypeError) as exc:
+            problem = f"bad template: {exc}"
+    return problem
 
 
 _SAMPLE_VALUES: dict[str, Any] = {

@@ -7,7 +7,7 @@ import calendar
 import functools
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ def zone(name: str) -> ZoneInfo:
         raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/London)") from None
 
 
+@functools.lru_cache(maxsize=1024)  # a file repeats a few durations (grace, before) thousands of times
 def duration(text: str) -> timedelta:
     """Parse '30s', '15m', '2h', '2d', '1w' or combinations like '1h30m'."""
     compact = text.strip()
@@ -180,10 +181,10 @@ class _Table:
             day = field["day"]
             every = all(type(e) is AllExpression and e.step is None for e in day.expressions)
             days.append((None if every else day,
-                         _allowed(field["day_of_week"], [datetime(2001, 1, d) for d in range(1, 8)])))
-        minutes = _allowed(field["minute"], [datetime(2001, 1, 1, 0, m) for m in range(60)])
-        hours = _allowed(field["hour"], [datetime(2001, 1, 1, h) for h in range(24)])
-        return cls(_allowed(field["month"], [datetime(2001, m, 1) for m in range(1, 13)]),
+                         _allowed(field["day_of_week"], lambda: [datetime(2001, 1, d) for d in range(1, 8)])))
+        minutes = _allowed(field["minute"], lambda: [datetime(2001, 1, 1, 0, m) for m in range(60)])
+        hours = _allowed(field["hour"], lambda: [datetime(2001, 1, 1, h) for h in range(24)])
+        return cls(_allowed(field["month"], lambda: [datetime(2001, m, 1) for m in range(1, 13)]),
                    tuple(timedelta(hours=h, minutes=m) for h in sorted(hours) for m in sorted(minutes)),
                    tuple(days))
 
@@ -214,13 +215,13 @@ def _field_days(field: Any, year: int, month: int, last: int) -> Iterator[int]:
 _ALLOWED: dict[tuple[str, str], frozenset[int]] = {}
 
 
-def _allowed(field: Any, probes: list[datetime]) -> frozenset[int]:
+def _allowed(field: Any, probes: Callable[[], list[datetime]]) -> frozenset[int]:
     """The values a date-independent APScheduler field allows, probed once per expression text."""
     key = (field.name, str(field))
     found = _ALLOWED.get(key)
     if found is None:
         found = _ALLOWED[key] = frozenset(
-            field.get_value(d) for d in probes if field.get_next_value(d) == field.get_value(d))
+            field.get_value(d) for d in probes() if field.get_next_value(d) == field.get_value(d))
     return found
 
 

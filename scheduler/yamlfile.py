@@ -136,7 +136,21 @@ _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _INT = "tag:yaml.org,2002:int"
-_resolver: Any = yaml.resolver.Resolver()
+_Resolvers = dict[str | None, list[tuple[str, re.Pattern[str]]]]
+_IMPLICIT: _Resolvers = yaml.resolver.Resolver.yaml_implicit_resolvers
+
+
+def _resolved(value: str, implicit: tuple[bool, bool]) -> str:
+    """The tag YAML gives an untagged scalar, as `Resolver.resolve` does (inlined: it is asked
+    for every value of the file)."""
+    if implicit[0]:  # plain: may be a number, a boolean, null or a timestamp
+        for tag, pattern in _IMPLICIT.get(value[:1], ()):
+            if pattern.match(value):
+                return tag
+        for tag, pattern in _IMPLICIT.get(None, ()):
+            if pattern.match(value):
+                return tag
+    return _STR
 
 
 class _Reader:
@@ -148,7 +162,8 @@ class _Reader:
     def __init__(self, text: str, name: str) -> None:
         self.text = text
         self.name = name
-        self.events = yaml.parse(text, Loader=_Loader)
+        self.loader = _Loader(text)
+        self.next: Any = self.loader.get_event  # the parser's own method: no generator in between
         self.budget = len(text) + 100
         self.anchors: dict[str, tuple[Any, int, Any]] = {}  # value, values in it, where
         self.problems: list[str] = []
@@ -158,14 +173,16 @@ class _Reader:
 
     def document(self) -> bool:
         """Read the stream's one document into `data`; False if there is none."""
-        events = self.events
-        next(events)  # stream start
-        start: Any = next(events)
-        if isinstance(start, yaml.StreamEndEvent):
-            return False
-        self.data = self.value(next(events), ())
-        next(events)  # document end
-        extra: Any = next(events)
+        try:
+            self.next()  # stream start
+            start: Any = self.next()
+            if isinstance(start, yaml.StreamEndEvent):
+                return False
+            self.data = self.value(self.next(), ())
+            self.next()  # document end
+            extra: Any = self.next()
+        finally:
+            self.loader.dispose()
         if not isinstance(extra, yaml.StreamEndEvent):
             raise yaml.composer.ComposerError("expected a single document in the stream",
                                               start.start_mark, "but found another document",
@@ -185,6 +202,9 @@ class _Reader:
 
     def value(self, event: Any, path: Path) -> Any:
         """The value that starts with `event` (its events are consumed)."""
+        if type(event) is yaml.ScalarEvent and event.anchor is None and self.budget > 0:
+            self.budget -= 1  # the common case, first
+            return self.scalar(event, path)
         mark: Any = event.start_mark
         if isinstance(event, yaml.AliasEvent):
             if event.anchor not in self.anchors:
@@ -214,13 +234,13 @@ class _Reader:
         """Consume the rest of the value that starts with `event`."""
         depth = int(isinstance(event, yaml.CollectionStartEvent))
         while depth:
-            found = next(self.events)
+            found = self.next()
             depth += isinstance(found, yaml.CollectionStartEvent) - isinstance(found, yaml.CollectionEndEvent)
 
     def scalar(self, event: Any, path: Path) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
-            tag = _resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+            tag = _resolved(event.value, event.implicit)
         if tag == _STR:
             if not event.style and path:  # plain text: a " #" after it on its line is a comment
                 end = event.end_mark.index
@@ -249,15 +269,15 @@ class _Reader:
             return self.bad_tag(event, event.tag)
         result: dict[Any, Any] = {}
         key_event: Any
-        while not isinstance(key_event := next(self.events), yaml.MappingEndEvent):
+        while not isinstance(key_event := self.next(), yaml.MappingEndEvent):
             key: Any = getattr(key_event, "value", None)
             if not isinstance(key_event, yaml.ScalarEvent) or (
                     key_event.tag is None and key == "<<" and key_event.style == ""):
                 self.fail(key_event.start_mark, "unsupported mapping key")
                 self.skip(key_event)
-                self.skip(next(self.events))  # never read: `<<: *x` is no merge here
+                self.skip(self.next())  # never read: `<<: *x` is no merge here
                 continue
-            value_event: Any = next(self.events)
+            value_event: Any = self.next()
             if key in result:
                 self.fail(key_event.start_mark, f"duplicate key {key!r}")
                 self.skip(value_event)
@@ -271,7 +291,7 @@ class _Reader:
             return self.bad_tag(event, event.tag)
         result: list[Any] = []
         item: Any
-        while not isinstance(item := next(self.events), yaml.SequenceEndEvent):
+        while not isinstance(item := self.next(), yaml.SequenceEndEvent):
             result.append(self.value(item, (*path, len(result))))
         return result
 
