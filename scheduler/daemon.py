@@ -205,12 +205,13 @@ class Daemon:
 
     # --- configuration -----------------------------------------------------
     def read(self, raw: bytes | None = None) -> config.Config | ConfigError:
-        """Validate the file on disk (or its bytes, if already read)."""
+        """Validate the file on disk (or its bytes, if already read), reusing the running
+        config's entries that did not change."""
         try:
             if raw is None:
-                return config.load(self.path, strict_env=not self.dry_run)
+                return config.load(self.path, strict_env=not self.dry_run, previous=self.config)
             return config.parse(raw, name=str(self.path), path=str(self.path),
-                                strict_env=not self.dry_run)
+                                strict_env=not self.dry_run, previous=self.config)
         except ConfigError as exc:
             return exc
 

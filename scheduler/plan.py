@@ -28,7 +28,7 @@ MIN_AHEAD = timedelta(hours=2)  # the ledger always reaches at least this far ah
 REFRESH = timedelta(minutes=10)  # how often the daemon rolls the window forward
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands of them: no __dict__ each
 class Occurrence:
     """One message to one target at one instant."""
 
