@@ -10,6 +10,7 @@ its window as `missed`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import logging
@@ -283,7 +284,9 @@ class Daemon:
         running config. Raises SQLAlchemyError when the ledger cannot be written.
         """
         with self._lock:
-            synced = self._sync(new, clock.now(), starting=reason == "start")
+            changed = None if self.config is None or reason == "start" else \
+                plan.changed_jobs(self.config, new)
+            synced = self._sync(new, clock.now(), starting=reason == "start", jobs=changed)
             self.alerts.resolve(RELOAD, str(self.path), f"{self.path.name} valid again")
             self._rejected_digest = None
         for warning in new.warnings:
@@ -305,8 +308,8 @@ class Daemon:
                      "missed", job_id, count)
         log.info("%s %s: %d added, %d changed, %d cancelled; %d open deliveries",
                  reason, self.path.name, len(synced.added), len(synced.changed),
-                 len(synced.cancelled), len(synced.active))
-        upcoming = min(synced.active, key=lambda d: d.due_at, default=None)
+                 len(synced.cancelled), synced.open)
+        upcoming = synced.next
         if upcoming is not None:
             log.info("next: %s %s to %s at %s", upcoming.job_id, upcoming.part, upcoming.target,
                      f"{upcoming.due_at.astimezone(times.zone(upcoming.tz)):%a %Y-%m-%d %H:%M %Z}")
@@ -325,17 +328,24 @@ class Daemon:
             if self.config is not None:
                 self._sync(self.config, clock.now())
 
-    def _sync(self, cfg: config.Config, now: datetime, *, starting: bool = False) -> SyncResult:
+    def _sync(self, cfg: config.Config, now: datetime, *, starting: bool = False,
+              jobs: set[str] | None = None) -> SyncResult:
         """Sync the ledger with `cfg`, then make it the running config and schedule.
 
         After downtime (`starting`) the ledger is checked a day back, so what fell
         due meanwhile is sent late or recorded missed; while running, only as far
-        back as a post may still go out.
+        back as a post may still go out. With `jobs` (a reload's changed entries),
+        only their deliveries are synced and scheduled: the others' are as the
+        last sync left them, and the refresh rolls their window forward.
         """
         start, end = plan.ledger_window(cfg, now, self.settings.horizon)
         since = start if starting else now - plan.longest_grace(cfg)
-        occurrences = plan.expand(cfg, since, end)
-        synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now, since=since)
+        planned = cfg if jobs is None else dataclasses.replace(
+            cfg, posts=tuple(p for p in cfg.posts if p.id in jobs),
+            live_events=tuple(e for e in cfg.live_events if e.id in jobs))
+        occurrences = plan.expand(planned, since, end)
+        synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now, since=since,
+                                  jobs=jobs)
         self.publisher.use(cfg)
         self.alerts.use(cfg.alerts)
         self.config = cfg

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -195,6 +195,8 @@ class SyncResult:
     resend_refused: list[str] = field(default_factory=list)
     kept_text: list[str] = field(default_factory=list)
     before: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # key: old (due, text)
+    open: int = 0  # open deliveries due before `until`, of every job (`active` may hold fewer)
+    next: Delivery | None = None  # the first of them
 
 
 
@@ -286,7 +288,8 @@ class Ledger:
             yield s
 
     def sync(self, occurrences: Iterable[Occurrence], until: datetime, *, dry_run: bool,
-             now: datetime, preview: bool = False, since: datetime | None = None) -> SyncResult:
+             now: datetime, preview: bool = False, since: datetime | None = None,
+             jobs: Collection[str] | None = None) -> SyncResult:
         """Make the ledger's open deliveries due in [since, until) match `occurrences`.
 
         New ones become pending; pending ones take the new text and time;
@@ -301,20 +304,26 @@ class Ledger:
         one short transaction, each only if its row is as it was read, so claims
         and outcomes are never held up by a big sync (and win over it: the sync
         then looks again). With `preview`, nothing is written.
+
+        With `jobs`, only those jobs' deliveries are looked at (`occurrences`
+        are theirs): a reload that changed a few entries of a big file reads
+        and compares a few rows, not every open one. `active` then lists
+        theirs; `open` and `next` always count every job.
         """
         wanted = {o.key: o for o in occurrences if not o.draft}
         window = (since or datetime.min.replace(tzinfo=UTC), until)
         for _ in range(SYNC_TRIES - 1):
             with contextlib.suppress(IntegrityError, _Changed):  # another writer got there first
-                return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
-        return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
+                return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview, jobs=jobs)
+        return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview, jobs=jobs)
 
     def _sync(self, wanted: dict[str, Occurrence], window: tuple[datetime, datetime], *,
-              dry_run: bool, now: datetime, preview: bool) -> SyncResult:
+              dry_run: bool, now: datetime, preview: bool, jobs: Collection[str] | None) -> SyncResult:
         since, until = window
+        only = [] if jobs is None else [col(Delivery.job_id).in_(jobs)]
         with self.session() as s:
             rows = {d.key: d for d in s.exec(select(Delivery).where(
-                Delivery.dry_run == dry_run, col(Delivery.status).in_(OPEN)))}
+                Delivery.dry_run == dry_run, col(Delivery.status).in_(OPEN), *only))}
             keys = [k for k in wanted if k not in rows]
             for i in range(0, len(keys), 500):
                 rows.update((d.key, d) for d in s.exec(select(Delivery).where(
@@ -376,10 +385,17 @@ class Ledger:
             for k, v in values.items():
                 setattr(row, k, v)
         if not preview:
+            active = (Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
+                      col(Delivery.due_at) < until)
             with self.session() as s:
-                result.active = list(s.exec(select(Delivery).where(
-                    Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
-                    col(Delivery.due_at) < until)))
+                result.active = list(s.exec(select(Delivery).where(*active, *only)))
+                if jobs is None:
+                    result.open = len(result.active)
+                    result.next = min(result.active, key=lambda d: d.due_at, default=None)
+                else:
+                    result.open = s.exec(select(func.count()).select_from(Delivery).where(*active)).one()
+                    result.next = s.exec(select(Delivery).where(*active)
+                                         .order_by(col(Delivery.due_at)).limit(1)).first()
         return result
 
     @staticmethod

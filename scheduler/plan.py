@@ -157,6 +157,29 @@ def ledger_window(config: Config, now: datetime, ahead: timedelta) -> tuple[date
     return now - max(LOOKBACK, longest_grace(config)), end
 
 
+MAX_CHANGED = 500  # past this many changed entries a reload syncs the whole ledger window
+
+
+def changed_jobs(old: Config, new: Config) -> set[str] | None:
+    """Ids of the entries a reload from `old` to `new` changed, added or removed, or None
+    when the ledger window must be synced whole.
+
+    An entry the new config took over from the old one (`config.load(previous=...)`: the same
+    object) is unchanged, and so are its deliveries. None when many changed, or when a rule
+    that fires more than once a day changed: those set how far ahead the window reaches for
+    every job (`ledger_window`).
+    """
+    before: list[Post | LiveEvent] = [*old.posts, *old.live_events]
+    after: list[Post | LiveEvent] = [*new.posts, *new.live_events]
+    kept = {id(e) for e in before} & {id(e) for e in after}
+    changed = [e for e in (*before, *after) if id(e) not in kept]
+    if len(changed) > 2 * MAX_CHANGED or any(
+            isinstance(e, Post) and e.cron is not None and _more_than_daily(e.cron_text or "")
+            for e in changed):
+        return None
+    return {e.id for e in changed}
+
+
 def _more_than_daily(cron: str) -> bool:
     """Whether a five-field cron rule may fire more than once a day (minute or hour not fixed)."""
     minute, hour = [*cron.split(), "*", "*"][:2]

@@ -275,3 +275,20 @@ def test_a_frequent_rule_shortens_the_ledger_window(cron: str, ahead: timedelta)
     assert start == now - plan.LOOKBACK
     assert end == now + ahead
     assert plan.REFRESH < plan.MIN_AHEAD  # the window is rolled forward before it runs out
+
+
+def test_changed_jobs_are_the_entries_a_reload_did_not_take_over() -> None:
+    def parse(posts: str, previous: config.Config | None = None, head: str = HEAD) -> config.Config:
+        return config.parse((head + "posts:\n" + posts).encode(), env=PLAN_ENV, previous=previous)
+
+    a = "  - {id: a, at: 2030-01-01 09:00, message: A}\n"
+    b = "  - {id: b, at: 2030-01-01 10:00, message: B}\n"
+    old = parse(a + b)
+    assert plan.changed_jobs(old, parse(a + b.replace("B", "B2"), old)) == {"b"}
+    assert plan.changed_jobs(old, parse(a, old)) == {"b"}  # removed
+    assert plan.changed_jobs(old, parse(a + b + "  - {id: c, cron: 0 9 * * *, message: C}\n", old)) == {"c"}
+    # a zone for every entry: nothing is taken over, every job has changed
+    assert plan.changed_jobs(old, parse(a + b, old, HEAD.replace("Europe/London", "UTC"))) == {"a", "b"}
+    # a rule firing more than once a day moves the whole window's end: all of it is synced
+    frequent = "  - {id: c, cron: '*/5 * * * *', message: C}\n"
+    assert plan.changed_jobs(old, parse(a + b + frequent, old)) is None
