@@ -388,7 +388,13 @@ class Ledger:
             active = (Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
                       col(Delivery.due_at) < until)
             with self.session() as s:
-                result.active = list(s.exec(select(Delivery).where(*active, *only)))
+                # the open rows as read and written above, and the new ones: every active row
+                # (of `jobs`) without reading them all again
+                fresh = [d for i in range(0, len(new_rows), 500) for d in s.exec(select(Delivery).where(
+                    Delivery.dry_run == dry_run,
+                    col(Delivery.key).in_([r["key"] for r in new_rows[i:i + 500]])))]
+                result.active = [d for d in (*rows.values(), *fresh)
+                                 if d.status in ACTIVE and d.due_at < until]
                 if jobs is None:
                     result.open = len(result.active)
                     result.next = min(result.active, key=lambda d: d.due_at, default=None)
