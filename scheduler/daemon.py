@@ -85,6 +85,7 @@ class Daemon:
         self._lock = threading.Lock()  # one reload or refresh at a time
         self._done_stat: tuple[int, int, int] | None = None
         self._checked_at = 0.0
+        self._settled_in = settings.watch_seconds  # seconds until a young jobs.yaml has settled
         self._rejected_digest: str | None = None
         self._unreadable: str | None = None  # why jobs.yaml cannot be read, said once
         self._retry_at = 0.0  # after a reload that could not be written: when to try again
@@ -156,7 +157,8 @@ class Daemon:
     def _main_loop(self) -> None:
         """Watch jobs.yaml; tell systemd's watchdog we are alive (a hang here stops the pings)."""
         pinged = 0.0
-        while not self.stop.wait(self.settings.watch_seconds):
+        while not self.stop.wait(min(self.settings.watch_seconds, self._settled_in)):
+            self._settled_in = self.settings.watch_seconds
             try:
                 self.watch()
             except Exception:  # e.g. the database is locked for too long: try again next poll
@@ -236,8 +238,11 @@ class Daemon:
             # volumes two quick same-size saves share one mtime
             if stat == self._done_stat and time.monotonic() - self._checked_at < RECHECK_S:
                 return
-            if abs(time.time_ns() - stat[0]) < SETTLE_NS:
-                return  # written a moment ago: a save may still be in progress
+            age = time.time_ns() - stat[0]
+            if abs(age) < SETTLE_NS:  # written a moment ago: a save may still be in progress
+                if age >= 0:  # look again the moment it has settled, not at the next poll
+                    self._settled_in = (SETTLE_NS - age) / 1e9
+                return
         self._done_stat = stat
         self._checked_at = time.monotonic()
         self.reload_requested.clear()
