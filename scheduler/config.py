@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path as FsPath
+from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -131,7 +132,7 @@ class Post:
     start: datetime | None = None
     images: tuple[str, ...] = ()  # all images, when the post has several (`image` is the first)
     first_comment: str | None = None
-    texts: dict[str, str] = field(default_factory=dict)  # target -> its own text (message_for)
+    texts: Mapping[str, str] = field(default_factory=dict)  # target -> its own text (message_for)
 
 
 @dataclass(frozen=True, slots=True)  # thousands of them: no __dict__ each
@@ -255,6 +256,7 @@ def _parse(raw: bytes, name: str, path: str, env: Mapping[str, str] | None,
                            "(write `posts: []` to have no posts on purpose)"])
     try:
         spec = _JobsFile.model_validate(doc.data)
+        doc.data = None  # the entries are now in `spec` alone: each is let go once built
     except ValidationError as exc:
         raise ConfigError([_one_line(p) for p in _located(doc, exc, _JobsFile)]) from None
     builder = _Builder(doc, os.environ if env is None else env, strict_env)
@@ -331,11 +333,16 @@ class _Builder:
         self.default_tz = ZoneInfo("UTC")
         self.known_targets: Mapping[str, Any] = {}
         self.reusable: Mapping[bytes, Post | LiveEvent] = {}
+        self.target_lists: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.entries: dict[bytes, Post | LiveEvent] = {}
         self.cut_entries = {where[:2] for where in doc.cut}  # entries with a text cut by a comment
 
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
+
+    def interned(self, targets: tuple[str, ...]) -> tuple[str, ...]:
+        """One tuple for each list of targets: thousands of entries name the same few."""
+        return self.target_lists.setdefault(targets, targets)
 
     def warn(self, path: yamlfile.Path, message: str) -> None:
         self.warnings.append(f"{self.doc.where(path)}: {message}")
@@ -370,11 +377,13 @@ class _Builder:
         posts = []
         for i, raw in enumerate(spec.posts):
             self.unique(raw, ("posts", i), seen)
+            spec.posts[i] = None  # at 50k entries the plain data is as big as the config
             if (post := self.entry(raw, ("posts", i), self.built_post)) is not None:
                 posts.append(post)
         events = []
         for i, raw in enumerate(spec.live_events):
             self.unique(raw, ("live_events", i), seen)
+            spec.live_events[i] = None
             if (event := self.entry(raw, ("live_events", i), self.built_event)) is not None:
                 events.append(event)
         alert_urls = tuple(self.alert(url, ("alerts", i)) for i, url in enumerate(spec.alerts))
@@ -520,9 +529,9 @@ class _Builder:
             if len(known_targets) != 1:
                 self.fail(path, "targets: required when more than one target is defined")
                 return None
-            chosen = tuple(known_targets)
+            chosen = self.interned(tuple(known_targets))
         else:
-            chosen = tuple(spec.targets)
+            chosen = self.interned(tuple(spec.targets))
             for i, name in enumerate(chosen):
                 if name not in known_targets:
                     self.fail((*path, "targets", i), f"unknown target {name!r}"
@@ -605,7 +614,8 @@ class _Builder:
         return Post(spec.id, targets, spec.message, spec.link, images[0] if images else None, tz,
                     grace, spec.draft, at, trigger, spec.cron, until, options=options, start=start,
                     images=images if spec.images is not None else (),
-                    first_comment=spec.first_comment, texts=dict(spec.message_for or {}))
+                    first_comment=spec.first_comment,
+                    texts=dict(spec.message_for) if spec.message_for else _NO_TEXTS)
 
     def live_event(self, spec: _LiveEventSpec, path: yamlfile.Path, default_tz: ZoneInfo,
                    known_targets: Mapping[str, Any]) -> LiveEvent | None:
@@ -695,6 +705,7 @@ def _template_problem(text: str) -> str | None:
     return problem
 
 
+_NO_TEXTS: Mapping[str, str] = MappingProxyType({})
 _SAMPLE_VALUES: dict[str, Any] = {
     "title": "t", "id": "i", "link": "l",
     "starts": datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),
