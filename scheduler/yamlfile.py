@@ -8,6 +8,7 @@ laughs" file is refused at once.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import yaml
@@ -282,6 +283,7 @@ class _Reader:
                 self.fail(key_event.start_mark, f"duplicate key {key!r}")
                 self.skip(value_event)
                 continue
+            key = sys.intern(key)  # the same few keys in every entry: one string each
             result[key] = self.value(value_event, (*path, key))
         return result
 
