@@ -330,20 +330,20 @@ class Ledger:
                     Delivery.dry_run == dry_run, col(Delivery.key).in_(keys[i:i + 500]))))
             known_rules = self._known_rules(s, wanted, rows, now, dry_run)
         result = SyncResult()
-        new_rows: list[dict[str, Any]] = []
+        new: list[Occurrence] = []  # made into rows a batch at a time: 15k dicts of 20 keys are 20 MB
         writes: list[tuple[Delivery, dict[str, Any]]] = []
         for key, occ in wanted.items():
             row = rows.get(key)
-            content = _content(occ)
             if row is None and key.startswith("cron:") and occ.due < now \
                     and occ.job_id not in known_rules:
                 result.skipped[occ.job_id] = result.skipped.get(occ.job_id, 0) + 1
-            elif row is None:
-                new_rows.append({**content, "key": key, "job_id": occ.job_id, "dry_run": dry_run,
-                                 "status": "pending", "attempts": 0, "uncertain": False,
-                                 "created_at": now, "updated_at": now})
+                continue
+            if row is None:
+                new.append(occ)
                 result.added.append(key)
-            elif row.status in (*ACTIVE, "cancelling", "cancelled", "missed", "failed"):
+                continue
+            content = _content(occ)
+            if row.status in (*ACTIVE, "cancelling", "cancelled", "missed", "failed"):
                 if row.uncertain and any(getattr(row, k) != content[k] for k in _MESSAGE):
                     # an earlier attempt may have published the old text: it is what the
                     # network is checked for, so it stays
@@ -379,8 +379,11 @@ class Ledger:
                         _D.c.updated_at == row.updated_at).values(**values))
                     if done.rowcount != 1:
                         raise _Changed(row.key)
-                if new_rows:
-                    conn.execute(insert(_D), new_rows)
+                for i in range(0, len(new), 1000):
+                    conn.execute(insert(_D), [
+                        {**_content(o), "key": o.key, "job_id": o.job_id, "dry_run": dry_run,
+                         "status": "pending", "attempts": 0, "uncertain": False, "created_at": now,
+                         "updated_at": now} for o in new[i:i + 1000]])
         for row, values in writes:  # the caller sees the rows as they now are (or would be)
             for k, v in values.items():
                 setattr(row, k, v)
@@ -390,9 +393,8 @@ class Ledger:
             with self.session() as s:
                 # the open rows as read and written above, and the new ones: every active row
                 # (of `jobs`) without reading them all again
-                fresh = [d for i in range(0, len(new_rows), 500) for d in s.exec(select(Delivery).where(
-                    Delivery.dry_run == dry_run,
-                    col(Delivery.key).in_([r["key"] for r in new_rows[i:i + 500]])))]
+                fresh = [d for i in range(0, len(new), 500) for d in s.exec(select(Delivery).where(
+                    Delivery.dry_run == dry_run, col(Delivery.key).in_([o.key for o in new[i:i + 500]])))]
                 result.active = [d for d in (*rows.values(), *fresh)
                                  if d.status in ACTIVE and d.due_at < until]
                 if jobs is None:
