@@ -168,7 +168,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed = 1
             continue
         now = clock.now()
-        count = len([o for o in plan.expand(cfg, now, now + timedelta(days=30)) if not o.draft])
+        count = plan.count(cfg, now, now + timedelta(days=30))
         print(f"{path}: OK: {_n(len(cfg.targets), 'target')}, {_n(len(cfg.posts), 'post')}, "
               f"{_n(len(cfg.live_events), 'live event')}, "
               f"{_n(count, 'occurrence')} in the next 30 days")

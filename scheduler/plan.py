@@ -68,15 +68,33 @@ def expand(config: Config, start: datetime, end: datetime) -> list[Occurrence]:
     return found
 
 
-def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
-    dues: list[tuple[datetime, str | None]]
+def count(config: Config, start: datetime, end: datetime) -> int:
+    """How many occurrences `expand` lists in [start, end), drafts left out, without making them."""
+    found = 0
+    for post in config.posts:
+        if not post.draft:
+            per_fire = len(post.targets) * (1 if post.first_comment is None else 2)
+            found += len(_post_dues(post, start, end)) * per_fire
+    for event in config.live_events:
+        if not event.draft:
+            found += sum(start <= due < end for _, due, _, _ in _live_parts(event)) * len(event.targets)
+    return found
+
+
+def _post_dues(post: Post, start: datetime, end: datetime) -> list[tuple[datetime, str | None]]:
+    """When `post` falls due in [start, end), each with its stamp (None for a one-off post)."""
     if post.at is not None:
-        dues = [(post.at, None)] if start <= post.at < end else []
-    else:
-        assert post.cron is not None
-        stop = min(end, post.until) if post.until else end
-        begin = max(start, post.start) if post.start else start
-        dues = [(t, _stamp(t)) for t in times.fire_times(post.cron, begin, stop)]
+        return [(post.at, None)] if start <= post.at < end else []
+    assert post.cron is not None
+    stop = min(end, post.until) if post.until else end
+    begin = max(start, post.start) if post.start else start
+    return [(t, _stamp(t)) for t in times.fire_times(post.cron, begin, stop)]
+
+
+def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
+    dues = _post_dues(post, start, end)
+    if not dues:
+        return []
     options = _options(dict(post.options))
     found = []
     for due, stamp in dues:
@@ -96,7 +114,8 @@ def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
     return found
 
 
-def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
+def _live_parts(event: LiveEvent) -> list[tuple[str, datetime, datetime, str]]:
+    """Each post of a live event: (part, due, deadline, template)."""
     parts: list[tuple[str, datetime, datetime, str]] = [
         # a reminder is never sent at or after the start
         (r.part, due, min(due + event.grace, event.starts), r.message)
@@ -108,6 +127,13 @@ def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
                       event.on_start))
     if event.on_end is not None:
         parts.append(("end", event.ends, event.ends + event.grace, event.on_end))
+    return parts
+
+
+def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
+    parts = _live_parts(event)
+    if not any(start <= due < end for _, due, _, _ in parts):  # most events, in a window of days
+        return []
     values = event.values()
     stamp = _stamp(event.starts)
     options = _options({"event": {"id": event.id, "title": event.title, "starts": _stamp(event.starts),

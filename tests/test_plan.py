@@ -292,3 +292,27 @@ def test_changed_jobs_are_the_entries_a_reload_did_not_take_over() -> None:
     # a rule firing more than once a day moves the whole window's end: all of it is synced
     frequent = "  - {id: c, cron: '*/5 * * * *', message: C}\n"
     assert plan.changed_jobs(old, parse(a + b + frequent, old)) is None
+
+
+def test_count_is_the_number_of_occurrences_expand_lists() -> None:
+    """`oyez validate` counts a month of occurrences without making them."""
+    text = HEAD + SECOND_TARGET + """\
+posts:
+  - {id: once, at: 2030-01-03 09:00, message: m, targets: [page, other], first_comment: c}
+  - {id: daily, cron: 0 9 * * *, message: m, targets: [page], until: 2030-01-20}
+  - {id: draft, cron: 0 10 * * *, message: m, targets: [page], draft: true}
+live_events:
+  - id: chat
+    title: T
+    starts: 2030-01-10 18:00
+    ends: 2030-01-10 19:00
+    targets: [page, other]
+    reminders: [{before: 2d, message: "{title}"}, {before: 1h, message: "{title}"}]
+    on_start: "{title}"
+"""
+    cfg = config.parse(text.encode(), env=PLAN_ENV)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    for days in (1, 3, 9, 10, 40):
+        end = start + timedelta(days=days)
+        assert plan.count(cfg, start, end) == len([o for o in plan.expand(cfg, start, end) if not o.draft])
+    assert plan.count(cfg, start, start + timedelta(days=40)) == 4 + 20 + 6  # until: the 20th, included
