@@ -203,7 +203,7 @@ class Config:
 
 
 def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,
-         strict_env: bool = True, previous: Config | None = None) -> Config:
+         strict_env: bool = True, previous: Config | None = None, remember: bool = False) -> Config:
     """Read and validate a jobs.yaml file. Raises ConfigError.
 
     With `strict_env=False` (dry runs) a missing `${VAR}` is a warning and the
@@ -211,21 +211,23 @@ def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,
     running now), an entry whose data is unchanged, in a file whose time zone
     and targets are unchanged, is taken from it instead of being validated and
     built again: the same object, so a reload costs little for what it keeps.
+    Only a config loaded with `remember` (the daemon's) can be a `previous`.
     """
     name = os.fspath(path)
     try:
         raw = FsPath(path).read_bytes()
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read {os.path.abspath(name)}: {exc.strerror}"]) from None
-    return parse(raw, name=name, path=name, env=env, strict_env=strict_env, previous=previous)
+    return parse(raw, name=name, path=name, env=env, strict_env=strict_env, previous=previous,
+                 remember=remember)
 
 
 def parse(raw: bytes, *, name: str = "jobs.yaml", path: str = "jobs.yaml",
           env: Mapping[str, str] | None = None, strict_env: bool = True,
-          previous: Config | None = None) -> Config:
+          previous: Config | None = None, remember: bool = False) -> Config:
     """Validate the bytes of a jobs.yaml; see `load`."""
     with _gc_paused():
-        return _parse(raw, name, path, env, strict_env, previous)
+        return _parse(raw, name, path, env, strict_env, previous, remember)
 
 
 @contextlib.contextmanager
@@ -242,7 +244,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _parse(raw: bytes, name: str, path: str, env: Mapping[str, str] | None,
-           strict_env: bool, previous: Config | None) -> Config:
+           strict_env: bool, previous: Config | None, remember: bool) -> Config:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -259,7 +261,7 @@ def _parse(raw: bytes, name: str, path: str, env: Mapping[str, str] | None,
         doc.data = None  # the entries are now in `spec` alone: each is let go once built
     except ValidationError as exc:
         raise ConfigError([_one_line(p) for p in _located(doc, exc, _JobsFile)]) from None
-    builder = _Builder(doc, os.environ if env is None else env, strict_env)
+    builder = _Builder(doc, os.environ if env is None else env, strict_env, remember or previous is not None)
     config = builder.build(spec, path, hashlib.sha256(raw).hexdigest(), previous)
     if builder.problems:
         raise ConfigError(sorted({_one_line(p) for p in builder.problems}, key=_line_order))
@@ -323,8 +325,10 @@ def _suggest(word: str, known: list[str], what: str) -> str:
 class _Builder:
     """Turns validated specs into a Config, collecting every problem with its line."""
 
-    def __init__(self, doc: yamlfile.Document, env: Mapping[str, str], strict_env: bool) -> None:
+    def __init__(self, doc: yamlfile.Document, env: Mapping[str, str], strict_env: bool,
+                 remember: bool) -> None:
         self.doc = doc
+        self.remember = remember  # keep an index of the entries, for the next load to reuse
         self.env = env
         self.strict_env = strict_env
         self.problems: list[str] = []
@@ -398,6 +402,8 @@ class _Builder:
         by line, and lines move), nor one with a text a comment cut short (the data does not
         show it).
         """
+        if not self.remember:
+            return build(raw, path)
         key = hashlib.blake2b(f"{path[0]}{raw!r}".encode(), digest_size=16).digest()
         found = self.reusable.get(key)
         if found is not None and path not in self.cut_entries:

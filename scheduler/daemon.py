@@ -212,9 +212,10 @@ class Daemon:
         config's entries that did not change."""
         try:
             if raw is None:
-                return config.load(self.path, strict_env=not self.dry_run, previous=self.config)
+                return config.load(self.path, strict_env=not self.dry_run, previous=self.config,
+                                   remember=True)
             return config.parse(raw, name=str(self.path), path=str(self.path),
-                                strict_env=not self.dry_run, previous=self.config)
+                                strict_env=not self.dry_run, previous=self.config, remember=True)
         except ConfigError as exc:
             return exc
 

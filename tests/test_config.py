@@ -316,7 +316,7 @@ def test_an_alias_reuses_its_value_and_counts_against_the_budget() -> None:
 
 def reparse(before: str, after: str, env: dict[str, str] = ENV) -> tuple[config.Config, config.Config]:
     """`before` parsed, then `after` parsed with it as the running config."""
-    old = config.parse(before.encode(), env=env)
+    old = config.parse(before.encode(), env=env, remember=True)
     return old, config.parse(after.encode(), env=env, previous=old)
 
 
@@ -329,6 +329,7 @@ def test_unchanged_entries_are_reused_and_changed_ones_built_again() -> None:
     assert new.posts[1] is not old.posts[1] and new.posts[1].message == "two, edited"
     again = config.parse(TWO_POSTS.encode(), env=ENV, previous=new)  # and back
     assert again.posts[0] is old.posts[0] and again.posts[1].message == "two"
+    assert not config.parse(TWO_POSTS.encode(), env=ENV).entries  # validate keeps no index
 
 
 def test_a_new_time_zone_is_applied_to_unchanged_entries() -> None:

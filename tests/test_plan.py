@@ -279,7 +279,8 @@ def test_a_frequent_rule_shortens_the_ledger_window(cron: str, ahead: timedelta)
 
 def test_changed_jobs_are_the_entries_a_reload_did_not_take_over() -> None:
     def parse(posts: str, previous: config.Config | None = None, head: str = HEAD) -> config.Config:
-        return config.parse((head + "posts:\n" + posts).encode(), env=PLAN_ENV, previous=previous)
+        return config.parse((head + "posts:\n" + posts).encode(), env=PLAN_ENV, previous=previous,
+                            remember=True)
 
     a = "  - {id: a, at: 2030-01-01 09:00, message: A}\n"
     b = "  - {id: b, at: 2030-01-01 10:00, message: B}\n"
