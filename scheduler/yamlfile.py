@@ -17,6 +17,7 @@ from .errors import ConfigError
 
 Path = tuple[str | int, ...]  # keys and indexes from the document's root
 MAX_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 20  # jobs.yaml needs 5 (live_events, an event, reminders, a reminder, its keys)
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALAR_TAGS = {
@@ -215,6 +216,10 @@ class _Reader:
             return value if self.spend(count, mark) else None
         before = self.budget
         if not self.spend(1, event.start_mark):
+            self.skip(event)
+            return None
+        if len(path) >= MAX_DEPTH and isinstance(event, yaml.CollectionStartEvent):
+            self.fail(mark, f"values nested more than {MAX_DEPTH} levels deep")  # not a traceback
             self.skip(event)
             return None
         if isinstance(event, yaml.ScalarEvent):

@@ -362,3 +362,9 @@ def test_warnings_of_an_unchanged_entry_are_given_again_at_its_new_line() -> Non
     assert [w.split(": ", 1)[0] for w in old.warnings] == ["jobs.yaml:14"]
     assert [w.split(": ", 1)[0] for w in new.warnings] == ["jobs.yaml:15"]
     assert new.posts[0] is old.posts[0] and new.posts[1] is not old.posts[1]
+
+
+@pytest.mark.parametrize("depth", [21, 500, 990])
+def test_values_nested_too_deep_are_a_located_error_not_a_traceback(depth: int) -> None:
+    assert problems(HEAD + "posts: " + "[" * depth + "]" * depth + "\n") == [
+        "jobs.yaml:7: values nested more than 20 levels deep"]
