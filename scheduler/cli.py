@@ -168,7 +168,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed = 1
             continue
         now = clock.now()
-        count = len([o for o in plan.expand(cfg, now, now + timedelta(days=30)) if not o.draft])
+        count = plan.count(cfg, now, now + timedelta(days=30))
         print(f"{path}: OK: {_n(len(cfg.targets), 'target')}, {_n(len(cfg.posts), 'post')}, "
               f"{_n(len(cfg.live_events), 'live event')}, "
               f"{_n(count, 'occurrence')} in the next 30 days")
@@ -223,11 +223,15 @@ def _when(text: str, cfg: config.Config, base: datetime,
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
-    from .web import serving
 
     settings = _settings(args)
     daemon = Daemon(args.config, settings, dry_run=args.dry_run)  # the ledger exists from here
-    with serving(args.config, settings, args.http):  # bound (or refused) before it schedules anything
+    page: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if args.http is not None:  # the page's modules (Jinja2, icalendar) cost ~10 MB: only with --http
+        from .web import serving
+
+        page = serving(args.config, settings, args.http)
+    with page:  # bound (or refused) before it schedules anything
         status = daemon.run()
     if daemon.in_flight_at_exit:  # don't let the interpreter wait for their worker threads
         logging.shutdown()

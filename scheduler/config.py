@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import gc
 import hashlib
 import os
@@ -16,11 +17,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from pathlib import Path as FsPath
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar, cast, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.base import BaseTrigger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError
 
 import adapters
@@ -34,6 +35,7 @@ TEMPLATE_FIELDS = frozenset({"title", "starts", "ends", "id", "link"})
 DEFAULT_GRACE = "15m"
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
+_E = TypeVar("_E", "Post", "LiveEvent")
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TEMPLATE_IN_POST = re.compile(r"\{(" + "|".join(sorted(TEMPLATE_FIELDS)) + r")(:[^{}]*)?\}")
 _CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
@@ -110,7 +112,7 @@ class Target:
     fingerprint: str  # changes when any setting (token included) changes; reveals nothing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands of them: no __dict__ each
 class Post:
     """An announcement: once at `at`, or on every `cron` fire from `start` until `until`."""
 
@@ -123,17 +125,17 @@ class Post:
     grace: timedelta
     draft: bool
     at: datetime | None = None
-    cron: BaseTrigger | None = field(default=None, compare=False)
+    cron: times.Cron | None = field(default=None, compare=False)
     cron_text: str | None = None
     until: datetime | None = None
     options: tuple[tuple[str, str], ...] = ()  # network options (alt, visibility, spoiler_text)
     start: datetime | None = None
     images: tuple[str, ...] = ()  # all images, when the post has several (`image` is the first)
     first_comment: str | None = None
-    texts: dict[str, str] = field(default_factory=dict)  # target -> its own text (message_for)
+    texts: Mapping[str, str] = field(default_factory=dict)  # target -> its own text (message_for)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands of them: no __dict__ each
 class Reminder:
     """A post `before` the start of a live event; `part` names it, e.g. reminder-2d.
 
@@ -152,7 +154,7 @@ class Reminder:
         return times.earlier(starts, self.before, tz, self.at)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands of them: no __dict__ each
 class LiveEvent:
     """A live chat and the posts around it."""
 
@@ -194,28 +196,38 @@ class Config:
     live_events: tuple[LiveEvent, ...]
     warnings: tuple[str, ...] = ()
     alerts: tuple[SecretStr, ...] = ()  # Apprise URLs, ${VAR} expanded; they hold secrets
+    # what the next parse may reuse: each entry built without a problem or warning, by its
+    # section and data, valid while `context` (zone, targets and their adapters) is the same
+    entries: Mapping[bytes, Post | LiveEvent] = field(default_factory=dict, compare=False, repr=False)
+    context: tuple[object, ...] = field(default=(), compare=False, repr=False)
 
 
 def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None,
-         strict_env: bool = True) -> Config:
+         strict_env: bool = True, previous: Config | None = None, remember: bool = False) -> Config:
     """Read and validate a jobs.yaml file. Raises ConfigError.
 
     With `strict_env=False` (dry runs) a missing `${VAR}` is a warning and the
-    placeholder is kept, since nothing is sent.
+    placeholder is kept, since nothing is sent. With `previous` (the config
+    running now), an entry whose data is unchanged, in a file whose time zone
+    and targets are unchanged, is taken from it instead of being validated and
+    built again: the same object, so a reload costs little for what it keeps.
+    Only a config loaded with `remember` (the daemon's) can be a `previous`.
     """
     name = os.fspath(path)
     try:
         raw = FsPath(path).read_bytes()
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read {os.path.abspath(name)}: {exc.strerror}"]) from None
-    return parse(raw, name=name, path=name, env=env, strict_env=strict_env)
+    return parse(raw, name=name, path=name, env=env, strict_env=strict_env, previous=previous,
+                 remember=remember)
 
 
 def parse(raw: bytes, *, name: str = "jobs.yaml", path: str = "jobs.yaml",
-          env: Mapping[str, str] | None = None, strict_env: bool = True) -> Config:
+          env: Mapping[str, str] | None = None, strict_env: bool = True,
+          previous: Config | None = None, remember: bool = False) -> Config:
     """Validate the bytes of a jobs.yaml; see `load`."""
     with _gc_paused():
-        return _parse(raw, name, path, env, strict_env)
+        return _parse(raw, name, path, env, strict_env, previous, remember)
 
 
 @contextlib.contextmanager
@@ -232,7 +244,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _parse(raw: bytes, name: str, path: str, env: Mapping[str, str] | None,
-           strict_env: bool) -> Config:
+           strict_env: bool, previous: Config | None, remember: bool) -> Config:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -246,10 +258,11 @@ def _parse(raw: bytes, name: str, path: str, env: Mapping[str, str] | None,
                            "(write `posts: []` to have no posts on purpose)"])
     try:
         spec = _JobsFile.model_validate(doc.data)
+        doc.data = None  # the entries are now in `spec` alone: each is let go once built
     except ValidationError as exc:
         raise ConfigError([_one_line(p) for p in _located(doc, exc, _JobsFile)]) from None
-    builder = _Builder(doc, os.environ if env is None else env, strict_env)
-    config = builder.build(spec, path, hashlib.sha256(raw).hexdigest())
+    builder = _Builder(doc, os.environ if env is None else env, strict_env, remember or previous is not None)
+    config = builder.build(spec, path, hashlib.sha256(raw).hexdigest(), previous)
     if builder.problems:
         raise ConfigError(sorted({_one_line(p) for p in builder.problems}, key=_line_order))
     return config
@@ -312,16 +325,28 @@ def _suggest(word: str, known: list[str], what: str) -> str:
 class _Builder:
     """Turns validated specs into a Config, collecting every problem with its line."""
 
-    def __init__(self, doc: yamlfile.Document, env: Mapping[str, str], strict_env: bool) -> None:
+    def __init__(self, doc: yamlfile.Document, env: Mapping[str, str], strict_env: bool,
+                 remember: bool) -> None:
         self.doc = doc
+        self.remember = remember  # keep an index of the entries, for the next load to reuse
         self.env = env
         self.strict_env = strict_env
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.adapter_names: dict[str, str] = {}  # target -> adapter, for the targets built
+        self.default_tz = ZoneInfo("UTC")
+        self.known_targets: Mapping[str, Any] = {}
+        self.reusable: Mapping[bytes, Post | LiveEvent] = {}
+        self.target_lists: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.entries: dict[bytes, Post | LiveEvent] = {}
+        self.cut_entries = {where[:2] for where in doc.cut}  # entries with a text cut by a comment
 
     def fail(self, path: yamlfile.Path, message: str) -> None:
         self.problems.append(f"{self.doc.where(path)}: {message}")
+
+    def interned(self, targets: tuple[str, ...]) -> tuple[str, ...]:
+        """One tuple for each list of targets: thousands of entries name the same few."""
+        return self.target_lists.setdefault(targets, targets)
 
     def warn(self, path: yamlfile.Path, message: str) -> None:
         self.warnings.append(f"{self.doc.where(path)}: {message}")
@@ -335,7 +360,7 @@ class _Builder:
             self.fail(path, str(exc))
             return None
 
-    def build(self, spec: _JobsFile, path: str, digest: str) -> Config:
+    def build(self, spec: _JobsFile, path: str, digest: str, previous: Config | None) -> Config:
         if spec.version != 1:
             self.fail(("version",), f"unsupported schema version {spec.version} (this oyez reads 1)")
         default_tz = self.parsed(("timezone",), times.zone, spec.timezone) or ZoneInfo("UTC")
@@ -347,24 +372,57 @@ class _Builder:
         self.adapter_names = {name: target.adapter for name, target in targets.items()}
         if not spec.targets:
             self.fail(("targets",), "at least one target is required")
+        # all an entry's meaning depends on beyond its own data
+        context = (default_tz.key, tuple(spec.targets), tuple(sorted(self.adapter_names.items())))
+        if previous is not None and previous.context == context:
+            self.reusable = previous.entries
+        self.default_tz, self.known_targets = default_tz, spec.targets
         seen: dict[str, yamlfile.Path] = {}
         posts = []
         for i, raw in enumerate(spec.posts):
             self.unique(raw, ("posts", i), seen)
-            post_spec = self.validate(_PostSpec, raw, ("posts", i))
-            if post_spec is not None and (post := self.post(post_spec, ("posts", i), default_tz,
-                                                            spec.targets)) is not None:
+            spec.posts[i] = None  # at 50k entries the plain data is as big as the config
+            if (post := self.entry(raw, ("posts", i), self.built_post)) is not None:
                 posts.append(post)
         events = []
         for i, raw in enumerate(spec.live_events):
             self.unique(raw, ("live_events", i), seen)
-            event_spec = self.validate(_LiveEventSpec, raw, ("live_events", i))
-            if event_spec is not None and (event := self.live_event(
-                    event_spec, ("live_events", i), default_tz, spec.targets)) is not None:
+            spec.live_events[i] = None
+            if (event := self.entry(raw, ("live_events", i), self.built_event)) is not None:
                 events.append(event)
         alert_urls = tuple(self.alert(url, ("alerts", i)) for i, url in enumerate(spec.alerts))
         return Config(path, digest, default_tz, targets, tuple(posts), tuple(events),
-                      tuple(self.warnings), alert_urls)
+                      tuple(self.warnings), alert_urls, self.entries, context)
+
+    def entry(self, raw: Any, path: yamlfile.Path,
+              build: Callable[[Any, yamlfile.Path], _E | None]) -> _E | None:
+        """The entry `raw` at `path`: the previous config's, if its data is the same, else built.
+
+        Only entries built without a problem or warning are kept for reuse (those are located
+        by line, and lines move), nor one with a text a comment cut short (the data does not
+        show it).
+        """
+        if not self.remember:
+            return build(raw, path)
+        key = hashlib.blake2b(f"{path[0]}{raw!r}".encode(), digest_size=16).digest()
+        found = self.reusable.get(key)
+        if found is not None and path not in self.cut_entries:
+            self.entries[key] = found
+            return cast(_E, found)  # the key names the section: a post, or a live event
+        before = len(self.problems) + len(self.warnings)
+        built = build(raw, path)
+        if built is not None and len(self.problems) + len(self.warnings) == before \
+                and path not in self.cut_entries:
+            self.entries[key] = built
+        return built
+
+    def built_post(self, raw: Any, path: yamlfile.Path) -> Post | None:
+        spec = self.validate(_PostSpec, raw, path)
+        return None if spec is None else self.post(spec, path, self.default_tz, self.known_targets)
+
+    def built_event(self, raw: Any, path: yamlfile.Path) -> LiveEvent | None:
+        spec = self.validate(_LiveEventSpec, raw, path)
+        return None if spec is None else self.live_event(spec, path, self.default_tz, self.known_targets)
 
     def alert(self, url: str, path: yamlfile.Path) -> SecretStr:
         """Expand and check one Apprise URL; a problem names its scheme only, never the URL."""
@@ -477,9 +535,9 @@ class _Builder:
             if len(known_targets) != 1:
                 self.fail(path, "targets: required when more than one target is defined")
                 return None
-            chosen = tuple(known_targets)
+            chosen = self.interned(tuple(known_targets))
         else:
-            chosen = tuple(spec.targets)
+            chosen = self.interned(tuple(spec.targets))
             for i, name in enumerate(chosen):
                 if name not in known_targets:
                     self.fail((*path, "targets", i), f"unknown target {name!r}"
@@ -562,7 +620,8 @@ class _Builder:
         return Post(spec.id, targets, spec.message, spec.link, images[0] if images else None, tz,
                     grace, spec.draft, at, trigger, spec.cron, until, options=options, start=start,
                     images=images if spec.images is not None else (),
-                    first_comment=spec.first_comment, texts=dict(spec.message_for or {}))
+                    first_comment=spec.first_comment,
+                    texts=dict(spec.message_for) if spec.message_for else _NO_TEXTS)
 
     def live_event(self, spec: _LiveEventSpec, path: yamlfile.Path, default_tz: ZoneInfo,
                    known_targets: Mapping[str, Any]) -> LiveEvent | None:
@@ -632,19 +691,27 @@ class _Builder:
 
     def template(self, text: str, path: yamlfile.Path) -> bool:
         """Check a live-event message template; True when it can be rendered."""
-        problem = templates.fields_problem(text, TEMPLATE_FIELDS)
-        if problem is None and not text.strip():
-            problem = "message is empty"
-        if problem is None:
-            try:  # also catches bad format specs such as {title:d}
-                templates.render(text, _SAMPLE_VALUES)
-            except (ValueError, TypeError) as exc:
-                problem = f"bad template: {exc}"
+        problem = _template_problem(text)
         if problem is not None:
             self.fail(path, problem)
         return problem is None
 
 
+@functools.lru_cache(maxsize=1024)
+def _template_problem(text: str) -> str | None:
+    """Why a live-event message template cannot be rendered, or None (events share templates)."""
+    problem = templates.fields_problem(text, TEMPLATE_FIELDS)
+    if problem is None and not text.strip():
+        problem = "message is empty"
+    if problem is None:
+        try:  # also catches bad format specs such as {title:d}
+            templates.render(text, _SAMPLE_VALUES)
+        except (ValueError, TypeError) as exc:
+            problem = f"bad template: {exc}"
+    return problem
+
+
+_NO_TEXTS: Mapping[str, str] = MappingProxyType({})
 _SAMPLE_VALUES: dict[str, Any] = {
     "title": "t", "id": "i", "link": "l",
     "starts": datetime(2020, 1, 1, tzinfo=ZoneInfo("UTC")),

@@ -10,6 +10,7 @@ its window as `missed`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import logging
@@ -84,6 +85,7 @@ class Daemon:
         self._lock = threading.Lock()  # one reload or refresh at a time
         self._done_stat: tuple[int, int, int] | None = None
         self._checked_at = 0.0
+        self._settled_in = settings.watch_seconds  # seconds until a young jobs.yaml has settled
         self._rejected_digest: str | None = None
         self._unreadable: str | None = None  # why jobs.yaml cannot be read, said once
         self._retry_at = 0.0  # after a reload that could not be written: when to try again
@@ -155,7 +157,8 @@ class Daemon:
     def _main_loop(self) -> None:
         """Watch jobs.yaml; tell systemd's watchdog we are alive (a hang here stops the pings)."""
         pinged = 0.0
-        while not self.stop.wait(self.settings.watch_seconds):
+        while not self.stop.wait(min(self.settings.watch_seconds, self._settled_in)):
+            self._settled_in = self.settings.watch_seconds
             try:
                 self.watch()
             except Exception:  # e.g. the database is locked for too long: try again next poll
@@ -205,12 +208,14 @@ class Daemon:
 
     # --- configuration -----------------------------------------------------
     def read(self, raw: bytes | None = None) -> config.Config | ConfigError:
-        """Validate the file on disk (or its bytes, if already read)."""
+        """Validate the file on disk (or its bytes, if already read), reusing the running
+        config's entries that did not change."""
         try:
             if raw is None:
-                return config.load(self.path, strict_env=not self.dry_run)
+                return config.load(self.path, strict_env=not self.dry_run, previous=self.config,
+                                   remember=True)
             return config.parse(raw, name=str(self.path), path=str(self.path),
-                                strict_env=not self.dry_run)
+                                strict_env=not self.dry_run, previous=self.config, remember=True)
         except ConfigError as exc:
             return exc
 
@@ -234,8 +239,11 @@ class Daemon:
             # volumes two quick same-size saves share one mtime
             if stat == self._done_stat and time.monotonic() - self._checked_at < RECHECK_S:
                 return
-            if abs(time.time_ns() - stat[0]) < SETTLE_NS:
-                return  # written a moment ago: a save may still be in progress
+            age = time.time_ns() - stat[0]
+            if abs(age) < SETTLE_NS:  # written a moment ago: a save may still be in progress
+                if age >= 0:  # look again the moment it has settled, not at the next poll
+                    self._settled_in = (SETTLE_NS - age) / 1e9
+                return
         self._done_stat = stat
         self._checked_at = time.monotonic()
         self.reload_requested.clear()
@@ -282,7 +290,9 @@ class Daemon:
         running config. Raises SQLAlchemyError when the ledger cannot be written.
         """
         with self._lock:
-            synced = self._sync(new, clock.now(), starting=reason == "start")
+            changed = None if self.config is None or reason == "start" else \
+                plan.changed_jobs(self.config, new)
+            synced = self._sync(new, clock.now(), starting=reason == "start", jobs=changed)
             self.alerts.resolve(RELOAD, str(self.path), f"{self.path.name} valid again")
             self._rejected_digest = None
         for warning in new.warnings:
@@ -304,8 +314,8 @@ class Daemon:
                      "missed", job_id, count)
         log.info("%s %s: %d added, %d changed, %d cancelled; %d open deliveries",
                  reason, self.path.name, len(synced.added), len(synced.changed),
-                 len(synced.cancelled), len(synced.active))
-        upcoming = min(synced.active, key=lambda d: d.due_at, default=None)
+                 len(synced.cancelled), synced.open)
+        upcoming = synced.next
         if upcoming is not None:
             log.info("next: %s %s to %s at %s", upcoming.job_id, upcoming.part, upcoming.target,
                      f"{upcoming.due_at.astimezone(times.zone(upcoming.tz)):%a %Y-%m-%d %H:%M %Z}")
@@ -324,21 +334,29 @@ class Daemon:
             if self.config is not None:
                 self._sync(self.config, clock.now())
 
-    def _sync(self, cfg: config.Config, now: datetime, *, starting: bool = False) -> SyncResult:
+    def _sync(self, cfg: config.Config, now: datetime, *, starting: bool = False,
+              jobs: set[str] | None = None) -> SyncResult:
         """Sync the ledger with `cfg`, then make it the running config and schedule.
 
         After downtime (`starting`) the ledger is checked a day back, so what fell
         due meanwhile is sent late or recorded missed; while running, only as far
-        back as a post may still go out.
+        back as a post may still go out. With `jobs` (a reload's changed entries),
+        only their deliveries are synced and scheduled: the others' are as the
+        last sync left them, and the refresh rolls their window forward.
         """
         start, end = plan.ledger_window(cfg, now, self.settings.horizon)
         since = start if starting else now - plan.longest_grace(cfg)
-        occurrences = plan.expand(cfg, since, end)
+        planned = cfg if jobs is None else dataclasses.replace(
+            cfg, posts=tuple(p for p in cfg.posts if p.id in jobs),
+            live_events=tuple(e for e in cfg.live_events if e.id in jobs))
+        occurrences = plan.expand(planned, since, end)
         with self.publisher.holding():  # deliveries claimed ahead follow the new file too
             wanted = {o.key: o for o in occurrences if not o.draft}
-            self.publisher.disarm(row for row in self.publisher.armed()
-                                  if row.key not in wanted or out_of_date(row, wanted[row.key]))
-            synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now, since=since)
+            self.publisher.disarm(
+                row for row in self.publisher.armed() if (jobs is None or row.job_id in jobs)
+                and (row.key not in wanted or out_of_date(row, wanted[row.key])))
+            synced = self.ledger.sync(occurrences, end, dry_run=self.dry_run, now=now, since=since,
+                                      jobs=jobs)
         self.publisher.use(cfg)
         self.alerts.use(cfg.alerts)
         self.config = cfg

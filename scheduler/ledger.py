@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -255,6 +255,8 @@ class SyncResult:
     resend_refused: list[str] = field(default_factory=list)
     kept_text: list[str] = field(default_factory=list)
     before: dict[str, tuple[datetime, str]] = field(default_factory=dict)  # key: old (due, text)
+    open: int = 0  # open deliveries due before `until`, of every job (`active` may hold fewer)
+    next: Delivery | None = None  # the first of them
 
 
 
@@ -350,7 +352,8 @@ class Ledger:
             yield s
 
     def sync(self, occurrences: Iterable[Occurrence], until: datetime, *, dry_run: bool,
-             now: datetime, preview: bool = False, since: datetime | None = None) -> SyncResult:
+             now: datetime, preview: bool = False, since: datetime | None = None,
+             jobs: Collection[str] | None = None) -> SyncResult:
         """Make the ledger's open deliveries due in [since, until) match `occurrences`.
 
         New ones become pending; pending ones take the new text and time;
@@ -365,40 +368,46 @@ class Ledger:
         one short transaction, each only if its row is as it was read, so claims
         and outcomes are never held up by a big sync (and win over it: the sync
         then looks again). With `preview`, nothing is written.
+
+        With `jobs`, only those jobs' deliveries are looked at (`occurrences`
+        are theirs): a reload that changed a few entries of a big file reads
+        and compares a few rows, not every open one. `active` then lists
+        theirs; `open` and `next` always count every job.
         """
         wanted = {o.key: o for o in occurrences if not o.draft}
         window = (since or datetime.min.replace(tzinfo=UTC), until)
         for _ in range(SYNC_TRIES - 1):
             with contextlib.suppress(IntegrityError, _Changed):  # another writer got there first
-                return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
-        return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview)
+                return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview, jobs=jobs)
+        return self._sync(wanted, window, dry_run=dry_run, now=now, preview=preview, jobs=jobs)
 
     def _sync(self, wanted: dict[str, Occurrence], window: tuple[datetime, datetime], *,
-              dry_run: bool, now: datetime, preview: bool) -> SyncResult:
+              dry_run: bool, now: datetime, preview: bool, jobs: Collection[str] | None) -> SyncResult:
         since, until = window
+        only = [] if jobs is None else [col(Delivery.job_id).in_(jobs)]
         with self.session() as s:
             rows = {d.key: d for d in s.exec(select(Delivery).where(
-                Delivery.dry_run == dry_run, col(Delivery.status).in_(OPEN)))}
+                Delivery.dry_run == dry_run, col(Delivery.status).in_(OPEN), *only))}
             keys = [k for k in wanted if k not in rows]
             for i in range(0, len(keys), 500):
                 rows.update((d.key, d) for d in s.exec(select(Delivery).where(
                     Delivery.dry_run == dry_run, col(Delivery.key).in_(keys[i:i + 500]))))
             known_rules = self._known_rules(s, wanted, rows, now, dry_run)
         result = SyncResult()
-        new_rows: list[dict[str, Any]] = []
+        new: list[Occurrence] = []  # made into rows a batch at a time: 15k dicts of 20 keys are 20 MB
         writes: list[tuple[Delivery, dict[str, Any]]] = []
         for key, occ in wanted.items():
             row = rows.get(key)
-            content = _content(occ)
             if row is None and key.startswith("cron:") and occ.due < now \
                     and occ.job_id not in known_rules:
                 result.skipped[occ.job_id] = result.skipped.get(occ.job_id, 0) + 1
-            elif row is None:
-                new_rows.append({**content, "key": key, "job_id": occ.job_id, "dry_run": dry_run,
-                                 "status": "pending", "attempts": 0, "uncertain": False,
-                                 "created_at": now, "updated_at": now})
+                continue
+            if row is None:
+                new.append(occ)
                 result.added.append(key)
-            elif row.status in (*ACTIVE, "cancelling", "cancelled", "missed", "failed"):
+                continue
+            content = _content(occ)
+            if row.status in (*ACTIVE, "cancelling", "cancelled", "missed", "failed"):
                 if row.uncertain and any(getattr(row, k) != content[k] for k in _MESSAGE):
                     # an earlier attempt may have published the old text: it is what the
                     # network is checked for, so it stays
@@ -434,16 +443,31 @@ class Ledger:
                         _D.c.updated_at == row.updated_at).values(**values))
                     if done.rowcount != 1:
                         raise _Changed(row.key)
-                if new_rows:
-                    conn.execute(insert(_D), new_rows)
+                for i in range(0, len(new), 1000):
+                    conn.execute(insert(_D), [
+                        {**_content(o), "key": o.key, "job_id": o.job_id, "dry_run": dry_run,
+                         "status": "pending", "attempts": 0, "uncertain": False, "created_at": now,
+                         "updated_at": now} for o in new[i:i + 1000]])
         for row, values in writes:  # the caller sees the rows as they now are (or would be)
             for k, v in values.items():
                 setattr(row, k, v)
         if not preview:
+            active = (Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
+                      col(Delivery.due_at) < until)
             with self.session() as s:
-                result.active = list(s.exec(select(Delivery).where(
-                    Delivery.dry_run == dry_run, col(Delivery.status).in_(ACTIVE),
-                    col(Delivery.due_at) < until)))
+                # the open rows as read and written above, and the new ones: every active row
+                # (of `jobs`) without reading them all again
+                fresh = [d for i in range(0, len(new), 500) for d in s.exec(select(Delivery).where(
+                    Delivery.dry_run == dry_run, col(Delivery.key).in_([o.key for o in new[i:i + 500]])))]
+                result.active = [d for d in (*rows.values(), *fresh)
+                                 if d.status in ACTIVE and d.due_at < until]
+                if jobs is None:
+                    result.open = len(result.active)
+                    result.next = min(result.active, key=lambda d: d.due_at, default=None)
+                else:
+                    result.open = s.exec(select(func.count()).select_from(Delivery).where(*active)).one()
+                    result.next = s.exec(select(Delivery).where(*active)
+                                         .order_by(col(Delivery.due_at)).limit(1)).first()
         return result
 
     @staticmethod

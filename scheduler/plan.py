@@ -28,7 +28,7 @@ MIN_AHEAD = timedelta(hours=2)  # the ledger always reaches at least this far ah
 REFRESH = timedelta(minutes=10)  # how often the daemon rolls the window forward
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # thousands of them: no __dict__ each
 class Occurrence:
     """One message to one target at one instant."""
 
@@ -68,15 +68,33 @@ def expand(config: Config, start: datetime, end: datetime) -> list[Occurrence]:
     return found
 
 
-def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
-    dues: list[tuple[datetime, str | None]]
+def count(config: Config, start: datetime, end: datetime) -> int:
+    """How many occurrences `expand` lists in [start, end), drafts left out, without making them."""
+    found = 0
+    for post in config.posts:
+        if not post.draft:
+            per_fire = len(post.targets) * (1 if post.first_comment is None else 2)
+            found += len(_post_dues(post, start, end)) * per_fire
+    for event in config.live_events:
+        if not event.draft:
+            found += sum(start <= due < end for _, due, _, _ in _live_parts(event)) * len(event.targets)
+    return found
+
+
+def _post_dues(post: Post, start: datetime, end: datetime) -> list[tuple[datetime, str | None]]:
+    """When `post` falls due in [start, end), each with its stamp (None for a one-off post)."""
     if post.at is not None:
-        dues = [(post.at, None)] if start <= post.at < end else []
-    else:
-        assert post.cron is not None
-        stop = min(end, post.until) if post.until else end
-        begin = max(start, post.start) if post.start else start
-        dues = [(t, _stamp(t)) for t in times.fire_times(post.cron, begin, stop)]
+        return [(post.at, None)] if start <= post.at < end else []
+    assert post.cron is not None
+    stop = min(end, post.until) if post.until else end
+    begin = max(start, post.start) if post.start else start
+    return [(t, _stamp(t)) for t in times.fire_times(post.cron, begin, stop)]
+
+
+def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
+    dues = _post_dues(post, start, end)
+    if not dues:
+        return []
     options = _options(dict(post.options))
     found = []
     for due, stamp in dues:
@@ -96,7 +114,8 @@ def _post(post: Post, start: datetime, end: datetime) -> list[Occurrence]:
     return found
 
 
-def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
+def _live_parts(event: LiveEvent) -> list[tuple[str, datetime, datetime, str]]:
+    """Each post of a live event: (part, due, deadline, template)."""
     parts: list[tuple[str, datetime, datetime, str]] = [
         # a reminder is never sent at or after the start
         (r.part, due, min(due + event.grace, event.starts), r.message)
@@ -108,6 +127,13 @@ def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
                       event.on_start))
     if event.on_end is not None:
         parts.append(("end", event.ends, event.ends + event.grace, event.on_end))
+    return parts
+
+
+def _live(event: LiveEvent, start: datetime, end: datetime) -> list[Occurrence]:
+    parts = _live_parts(event)
+    if not any(start <= due < end for _, due, _, _ in parts):  # most events, in a window of days
+        return []
     values = event.values()
     stamp = _stamp(event.starts)
     options = _options({"event": {"id": event.id, "title": event.title, "starts": _stamp(event.starts),
@@ -155,6 +181,29 @@ def ledger_window(config: Config, now: datetime, ahead: timedelta) -> tuple[date
         if first is not None and second is not None:
             end = min(end, max(now + MIN_AHEAD, first + (second - first) * MAX_AHEAD))
     return now - max(LOOKBACK, longest_grace(config)), end
+
+
+MAX_CHANGED = 500  # past this many changed entries a reload syncs the whole ledger window
+
+
+def changed_jobs(old: Config, new: Config) -> set[str] | None:
+    """Ids of the entries a reload from `old` to `new` changed, added or removed, or None
+    when the ledger window must be synced whole.
+
+    An entry the new config took over from the old one (`config.load(previous=...)`: the same
+    object) is unchanged, and so are its deliveries. None when many changed, or when a rule
+    that fires more than once a day changed: those set how far ahead the window reaches for
+    every job (`ledger_window`).
+    """
+    before: list[Post | LiveEvent] = [*old.posts, *old.live_events]
+    after: list[Post | LiveEvent] = [*new.posts, *new.live_events]
+    kept = {id(e) for e in before} & {id(e) for e in after}
+    changed = [e for e in (*before, *after) if id(e) not in kept]
+    if len(changed) > 2 * MAX_CHANGED or any(
+            isinstance(e, Post) and e.cron is not None and _more_than_daily(e.cron_text or "")
+            for e in changed):
+        return None
+    return {e.id for e in changed}
 
 
 def _more_than_daily(cron: str) -> bool:

@@ -8,6 +8,7 @@ laughs" file is refused at once.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import yaml
@@ -16,6 +17,7 @@ from .errors import ConfigError
 
 Path = tuple[str | int, ...]  # keys and indexes from the document's root
 MAX_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 20  # jobs.yaml needs 5 (live_events, an event, reminders, a reminder, its keys)
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SCALAR_TAGS = {
@@ -30,17 +32,29 @@ _constructor = yaml.constructor.SafeConstructor()
 
 
 class Document:
-    """Plain data from a YAML file, and its node tree to say where a path is."""
+    """Plain data from a YAML file, and what is needed to say where a path is.
 
-    def __init__(self, name: str, data: Any, root: yaml.Node, text: str = "") -> None:
+    The node tree that locates any path is composed again only when a problem
+    must be located (at 10k entries it is ~35 MB and 0.2 s); what valid files
+    need is kept from the one pass over the parser's events: which texts a
+    comment cut short, and the source of each integer.
+    """
+
+    def __init__(self, name: str, data: Any, text: str, cut: set[Path], sources: dict[Path, str]) -> None:
         self.name = name
         self.data = data
-        self.root = root
         self.text = text
+        self.cut = cut
+        self.sources = sources
+        self._root: yaml.Node | None = None
 
     def _walk(self, path: Path) -> tuple[yaml.Node | None, int]:
         """The node at `path` (None if absent) and the line of it or its nearest enclosing value."""
-        node, line = self.root, self.root.start_mark.line + 1
+        if self._root is None:
+            self._root = yaml.compose(self.text, Loader=_Loader)
+        node = self._root
+        assert node is not None
+        line = node.start_mark.line + 1
         for step in path:
             if isinstance(node, yaml.MappingNode):
                 found = next(((k, v) for k, v in node.value if k.value == step), None)
@@ -59,9 +73,8 @@ class Document:
         return f"{self.name}:{self._walk(path)[1]}"
 
     def source(self, path: Path) -> str:
-        """The text of the scalar at `path` as written in the file (e.g. `0123`, not 83)."""
-        node = self._walk(path)[0]
-        return str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+        """The text of the integer at `path` as written in the file (e.g. `0123`, not 83)."""
+        return self.sources.get(path, "")
 
     def cut_by_comment(self, path: Path) -> bool:
         """True when the unquoted text at `path` is followed by ` #...` on its line.
@@ -69,20 +82,16 @@ class Document:
         YAML reads that as a comment, so `message: Join us #NoToHate` means
         "Join us": hashtags vanish without a word unless someone says so.
         """
-        node = self._walk(path)[0]
-        if not isinstance(node, yaml.ScalarNode) or node.style:  # plain: None, or "" from libyaml
-            return False
-        end = node.end_mark.index
-        stop = self.text.find("\n", end)
-        return bool(_COMMENT.match(self.text, end, stop if stop >= 0 else len(self.text)))
+        return path in self.cut
 
 
 def load(text: str, name: str) -> Document:
     """Parse `text` into a Document, or raise ConfigError with located problems."""
     if len(text.encode()) > MAX_BYTES:
         raise ConfigError([f"{name}:1: file is larger than {MAX_BYTES // 1024 // 1024} MiB"])
+    reader = _Reader(text, name)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        found = reader.document()
     except yaml.MarkedYAMLError as exc:
         raise ConfigError([_syntax_problem(exc, text, name)]) from None
     except yaml.YAMLError as exc:  # e.g. a control character: has a position, not a mark
@@ -90,15 +99,11 @@ def load(text: str, name: str) -> Document:
         line = text.count("\n", 0, position) + 1
         reason = getattr(exc, "reason", None) or type(exc).__name__
         raise ConfigError([f"{name}:{line}: YAML error: {reason}"]) from None
-    if node is None:
+    if not found:
         raise ConfigError([f"{name}:1: file is empty"])
-    problems: list[str] = []
-    # without aliases a document cannot hold more values than it has characters
-    budget = [len(text) + 100]
-    data = _convert(node, problems, budget, name)
-    if problems:
-        raise ConfigError(problems)
-    return Document(name, data, node, text)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return Document(name, reader.data, text, reader.cut, reader.sources)
 
 
 _COMMENT = re.compile(r"[ \t]+#")
@@ -129,46 +134,173 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, name: str) -> str:
 
 
 _STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_INT = "tag:yaml.org,2002:int"
+_Resolvers = dict[str | None, list[tuple[str, re.Pattern[str]]]]
+_IMPLICIT: _Resolvers = yaml.resolver.Resolver.yaml_implicit_resolvers
 
 
-def _convert(node: yaml.Node, problems: list[str], budget: list[int], name: str) -> Any:
-    budget[0] -= 1
-    if budget[0] < 0:
-        if budget[0] == -1:
-            problems.append(f"{name}:{node.start_mark.line + 1}: too many values: "
-                            "aliases (*name) expand too far")
-        return None
-    tag = node.tag
-    if tag == _STR:
-        return node.value
-    if isinstance(node, yaml.MappingNode):
-        if tag != "tag:yaml.org,2002:map":
-            return _bad_tag(node, problems, name)
+def _resolved(value: str, implicit: tuple[bool, bool]) -> str:
+    """The tag YAML gives an untagged scalar, as `Resolver.resolve` does (inlined: it is asked
+    for every value of the file)."""
+    if implicit[0]:  # plain: may be a number, a boolean, null or a timestamp
+        for tag, pattern in _IMPLICIT.get(value[:1], ()):
+            if pattern.match(value):
+                return tag
+        for tag, pattern in _IMPLICIT.get(None, ()):
+            if pattern.match(value):
+                return tag
+    return _STR
+
+
+class _Reader:
+    """Builds plain data straight from the parser's events (no node tree), checking as
+    `compose` and a safe constructor would: one document, known anchors, plain tags only,
+    no duplicate or complex keys, and a budget of values (an alias counts each time it is used:
+    without aliases a document cannot hold more values than it has characters)."""
+
+    def __init__(self, text: str, name: str) -> None:
+        self.text = text
+        self.name = name
+        self.loader = _Loader(text)
+        self.next: Any = self.loader.get_event  # the parser's own method: no generator in between
+        self.budget = len(text) + 100
+        self.anchors: dict[str, tuple[Any, int, Any]] = {}  # value, values in it, where
+        self.problems: list[str] = []
+        self.cut: set[Path] = set()
+        self.sources: dict[Path, str] = {}
+        self.data: Any = None
+
+    def document(self) -> bool:
+        """Read the stream's one document into `data`; False if there is none."""
+        try:
+            self.next()  # stream start
+            start: Any = self.next()
+            if isinstance(start, yaml.StreamEndEvent):
+                return False
+            self.data = self.value(self.next(), ())
+            self.next()  # document end
+            extra: Any = self.next()
+        finally:
+            self.loader.dispose()
+        if not isinstance(extra, yaml.StreamEndEvent):
+            raise yaml.composer.ComposerError("expected a single document in the stream",
+                                              start.start_mark, "but found another document",
+                                              extra.start_mark)
+        return True
+
+    def fail(self, mark: Any, message: str) -> None:
+        self.problems.append(f"{self.name}:{mark.line + 1}: {message}")
+
+    def spend(self, count: int, mark: Any) -> bool:
+        """Take `count` values from the budget; False (said once) when it runs out."""
+        before = self.budget
+        self.budget -= count
+        if self.budget < 0 <= before:
+            self.fail(mark, "too many values: aliases (*name) expand too far")
+        return self.budget >= 0
+
+    def value(self, event: Any, path: Path) -> Any:
+        """The value that starts with `event` (its events are consumed)."""
+        if type(event) is yaml.ScalarEvent and event.anchor is None and self.budget > 0:
+            self.budget -= 1  # the common case, first
+            return self.scalar(event, path)
+        mark: Any = event.start_mark
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in self.anchors:
+                raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}",
+                                                  mark)
+            value, count, _ = self.anchors[event.anchor]
+            return value if self.spend(count, mark) else None
+        before = self.budget
+        if not self.spend(1, event.start_mark):
+            self.skip(event)
+            return None
+        if len(path) >= MAX_DEPTH and isinstance(event, yaml.CollectionStartEvent):
+            self.fail(mark, f"values nested more than {MAX_DEPTH} levels deep")  # not a traceback
+            self.skip(event)
+            return None
+        if isinstance(event, yaml.ScalarEvent):
+            value = self.scalar(event, path)
+        elif isinstance(event, yaml.MappingStartEvent):
+            value = self.mapping(event, path)
+        else:
+            value = self.sequence(event, path)
+        if event.anchor is not None:
+            if event.anchor in self.anchors:
+                raise yaml.composer.ComposerError(
+                    f"found duplicate anchor {event.anchor!r}; first occurrence",
+                    self.anchors[event.anchor][2], "second occurrence", event.start_mark)
+            self.anchors[event.anchor] = (value, before - self.budget, event.start_mark)
+        return value
+
+    def skip(self, event: Any) -> None:
+        """Consume the rest of the value that starts with `event`."""
+        depth = int(isinstance(event, yaml.CollectionStartEvent))
+        while depth:
+            found = self.next()
+            depth += isinstance(found, yaml.CollectionStartEvent) - isinstance(found, yaml.CollectionEndEvent)
+
+    def scalar(self, event: Any, path: Path) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = _resolved(event.value, event.implicit)
+        if tag == _STR:
+            if not event.style and path:  # plain text: a " #" after it on its line is a comment
+                end = event.end_mark.index
+                if self.text[end:end + 1] in (" ", "\t"):
+                    stop = self.text.find("\n", end)
+                    if _COMMENT.match(self.text, end, stop if stop >= 0 else len(self.text)):
+                        self.cut.add(path)
+            return event.value
+        if tag == _TIMESTAMP:
+            return event.value  # times are parsed by oyez itself, in the file's time zone
+        if tag not in _SCALAR_TAGS:
+            return self.bad_tag(event, tag)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        try:
+            value = _constructor.yaml_constructors[tag](_constructor, node)
+        except (yaml.YAMLError, ValueError, OverflowError):  # e.g. `0b_`, which resolves as an int
+            self.fail(event.start_mark, f"bad value {event.value!r} (quote it to make it text)")
+            return None
+        if tag == _INT:
+            self.sources[path] = event.value
+        return value
+
+    def mapping(self, event: Any, path: Path) -> Any:
+        if event.tag not in (None, "!", _MAP):
+            self.skip(event)
+            return self.bad_tag(event, event.tag)
         result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                problems.append(f"{name}:{key_node.start_mark.line + 1}: unsupported mapping key")
-            elif key in result:
-                problems.append(f"{name}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-            else:
-                result[key] = _convert(value_node, problems, budget, name)
+        key_event: Any
+        while not isinstance(key_event := self.next(), yaml.MappingEndEvent):
+            key: Any = getattr(key_event, "value", None)
+            if not isinstance(key_event, yaml.ScalarEvent) or (
+                    key_event.tag is None and key == "<<" and key_event.style == ""):
+                self.fail(key_event.start_mark, "unsupported mapping key")
+                self.skip(key_event)
+                self.skip(self.next())  # never read: `<<: *x` is no merge here
+                continue
+            value_event: Any = self.next()
+            if key in result:
+                self.fail(key_event.start_mark, f"duplicate key {key!r}")
+                self.skip(value_event)
+                continue
+            key = sys.intern(key)  # the same few keys in every entry: one string each
+            result[key] = self.value(value_event, (*path, key))
         return result
-    if isinstance(node, yaml.SequenceNode):
-        if tag != "tag:yaml.org,2002:seq":
-            return _bad_tag(node, problems, name)
-        return [_convert(item, problems, budget, name) for item in node.value]
-    if tag not in _SCALAR_TAGS:
-        return _bad_tag(node, problems, name)
-    if tag == "tag:yaml.org,2002:timestamp":
-        return node.value  # times are parsed by oyez itself, in the file's time zone
-    try:
-        return _constructor.construct_object(node)
-    except (yaml.YAMLError, ValueError, OverflowError):  # e.g. `0b_`, which resolves as an int
-        problems.append(f"{name}:{node.start_mark.line + 1}: bad value {node.value!r} "
-                        "(quote it to make it text)")
-        return None
 
+    def sequence(self, event: Any, path: Path) -> Any:
+        if event.tag not in (None, "!", _SEQ):
+            self.skip(event)
+            return self.bad_tag(event, event.tag)
+        result: list[Any] = []
+        item: Any
+        while not isinstance(item := self.next(), yaml.SequenceEndEvent):
+            result.append(self.value(item, (*path, len(result))))
+        return result
 
-def _bad_tag(node: yaml.Node, problems: list[str], name: str) -> None:
-    problems.append(f"{name}:{node.start_mark.line + 1}: unsupported YAML tag {node.tag!r}")
+    def bad_tag(self, event: Any, tag: str | None) -> None:
+        self.fail(event.start_mark, f"unsupported YAML tag {tag!r}")

@@ -291,3 +291,80 @@ def test_non_utf8_file_is_rejected() -> None:
 def test_template_padding_cannot_blow_up_the_message() -> None:
     [problem] = problems(HEAD + event(on_start="'{title:>100000000}'"))
     assert problem.startswith("jobs.yaml:12: ")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (HEAD + NONE + "---\nposts: []\n", "jobs.yaml:8: YAML syntax error: but found another document"),
+    (HEAD + "posts: *nowhere\n", "jobs.yaml:7: YAML syntax error: found undefined alias 'nowhere'"),
+    (HEAD + "x: &a 1\ny: &a 2\n" + NONE, "jobs.yaml:8: YAML syntax error: second occurrence"),
+    (HEAD + "<<: {posts: []}\n" + NONE, "jobs.yaml:7: unsupported mapping key"),
+    (HEAD + "? [posts]\n: []\n" + NONE, "jobs.yaml:7: unsupported mapping key"),
+])
+def test_yaml_structure_mistakes_are_located(text: str, expected: str) -> None:
+    """The file is read from the parser's events, without a node tree: what composing it
+    refused (a second document, unknown or repeated anchors, merge and complex keys) still is."""
+    assert problems(text) == [expected]
+
+
+def test_an_alias_reuses_its_value_and_counts_against_the_budget() -> None:
+    text = HEAD + f"posts:\n  - &p {{id: a, at: '{T}', message: hi}}\nlive_events: []\nspare: [*p, *p]\n"
+    assert problems(text) == ["jobs.yaml:10: unknown key 'spare' (known keys: version, timezone, "
+                              "targets, posts, live_events, alerts)"]
+
+
+# --- a reload reuses the entries that did not change ------------------------------
+
+def reparse(before: str, after: str, env: dict[str, str] = ENV) -> tuple[config.Config, config.Config]:
+    """`before` parsed, then `after` parsed with it as the running config."""
+    old = config.parse(before.encode(), env=env, remember=True)
+    return old, config.parse(after.encode(), env=env, previous=old)
+
+
+TWO_POSTS = HEAD + post(at=T, message="one") + "  - id: b\n    at: 2030-01-02 09:00\n    message: two\n"
+
+
+def test_unchanged_entries_are_reused_and_changed_ones_built_again() -> None:
+    old, new = reparse(TWO_POSTS, TWO_POSTS.replace("message: two", "message: two, edited"))
+    assert new.posts[0] is old.posts[0]
+    assert new.posts[1] is not old.posts[1] and new.posts[1].message == "two, edited"
+    again = config.parse(TWO_POSTS.encode(), env=ENV, previous=new)  # and back
+    assert again.posts[0] is old.posts[0] and again.posts[1].message == "two"
+    assert not config.parse(TWO_POSTS.encode(), env=ENV).entries  # validate keeps no index
+
+
+def test_a_new_time_zone_is_applied_to_unchanged_entries() -> None:
+    old, new = reparse(TWO_POSTS, TWO_POSTS.replace("Europe/London", "America/New_York"))
+    assert [p.at.hour for p in old.posts] == [9, 9]  # January: London is UTC
+    assert [p.at.hour for p in new.posts] == [14, 14]
+    assert all(p.tz.key == "America/New_York" for p in new.posts)
+
+
+def test_a_new_target_is_seen_by_unchanged_entries() -> None:
+    """With a second target, a post without `targets:` no longer knows where to go."""
+    second = ("  other:\n    adapter: facebook_page\n    page_id: '2'\n"
+              "    access_token: ${FB_PAGE_ACCESS_TOKEN}\n")
+    with pytest.raises(ConfigError) as caught:
+        reparse(TWO_POSTS, TWO_POSTS.replace("posts:\n", second + "posts:\n", 1))
+    assert caught.value.problems == [
+        "jobs.yaml:12: targets: required when more than one target is defined",
+        "jobs.yaml:15: targets: required when more than one target is defined"]
+
+
+def test_a_text_newly_cut_by_a_comment_is_reported_though_its_data_is_the_same() -> None:
+    with pytest.raises(ConfigError) as caught:
+        reparse(TWO_POSTS, TWO_POSTS.replace("message: two", "message: two #hashtag"))
+    assert [p.split(": ", 1)[0] for p in caught.value.problems] == ["jobs.yaml:13"]
+
+
+def test_warnings_of_an_unchanged_entry_are_given_again_at_its_new_line() -> None:
+    with_image = TWO_POSTS + "    image: https://example.org/a.jpg\n"
+    old, new = reparse(with_image, with_image.replace("posts:\n", "posts:\n  # a comment\n", 1))
+    assert [w.split(": ", 1)[0] for w in old.warnings] == ["jobs.yaml:14"]
+    assert [w.split(": ", 1)[0] for w in new.warnings] == ["jobs.yaml:15"]
+    assert new.posts[0] is old.posts[0] and new.posts[1] is not old.posts[1]
+
+
+@pytest.mark.parametrize("depth", [21, 500, 990])
+def test_values_nested_too_deep_are_a_located_error_not_a_traceback(depth: int) -> None:
+    assert problems(HEAD + "posts: " + "[" * depth + "]" * depth + "\n") == [
+        "jobs.yaml:7: values nested more than 20 levels deep"]

@@ -263,3 +263,16 @@ def test_a_claim_is_renewed_only_by_its_holder(ledger: Ledger) -> None:
     assert not ledger.renew(b, "n1", later, LEASE)  # so n1 must not send it
     assert {d.key: (d.status, d.lease_until) for d in ledger.deliveries(dry_run=False)} == {
         a.key: ("sending", later + LEASE), b.key: ("retry", None)}
+def test_sync_of_some_jobs_leaves_the_others_alone(ledger: Ledger) -> None:
+    """A reload that changed job b syncs b's deliveries only: a's are not in `occurrences`,
+    yet stay open; `open` and `next` still count every job."""
+    later = NOW + timedelta(hours=1)
+    sync(ledger, occ("post:a:page"), occ("post:b:page", later), occ("post:c:page", later))
+    result = ledger.sync([occ("post:b:page", later, "edited")], UNTIL, dry_run=False, now=NOW,
+                         jobs={"b", "c"})
+    assert (result.added, result.changed, [d.key for d in result.cancelled]) == \
+        ([], ["post:b:page"], ["post:c:page"])
+    assert status(ledger) == {"post:a:page": "pending", "post:b:page": "pending",
+                              "post:c:page": "cancelled"}
+    assert [d.key for d in result.active] == ["post:b:page"]
+    assert result.open == 2 and result.next is not None and result.next.key == "post:a:page"

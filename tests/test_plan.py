@@ -275,3 +275,45 @@ def test_a_frequent_rule_shortens_the_ledger_window(cron: str, ahead: timedelta)
     assert start == now - plan.LOOKBACK
     assert end == now + ahead
     assert plan.REFRESH < plan.MIN_AHEAD  # the window is rolled forward before it runs out
+
+
+def test_changed_jobs_are_the_entries_a_reload_did_not_take_over() -> None:
+    def parse(posts: str, previous: config.Config | None = None, head: str = HEAD) -> config.Config:
+        return config.parse((head + "posts:\n" + posts).encode(), env=PLAN_ENV, previous=previous,
+                            remember=True)
+
+    a = "  - {id: a, at: 2030-01-01 09:00, message: A}\n"
+    b = "  - {id: b, at: 2030-01-01 10:00, message: B}\n"
+    old = parse(a + b)
+    assert plan.changed_jobs(old, parse(a + b.replace("B", "B2"), old)) == {"b"}
+    assert plan.changed_jobs(old, parse(a, old)) == {"b"}  # removed
+    assert plan.changed_jobs(old, parse(a + b + "  - {id: c, cron: 0 9 * * *, message: C}\n", old)) == {"c"}
+    # a zone for every entry: nothing is taken over, every job has changed
+    assert plan.changed_jobs(old, parse(a + b, old, HEAD.replace("Europe/London", "UTC"))) == {"a", "b"}
+    # a rule firing more than once a day moves the whole window's end: all of it is synced
+    frequent = "  - {id: c, cron: '*/5 * * * *', message: C}\n"
+    assert plan.changed_jobs(old, parse(a + b + frequent, old)) is None
+
+
+def test_count_is_the_number_of_occurrences_expand_lists() -> None:
+    """`oyez validate` counts a month of occurrences without making them."""
+    text = HEAD + SECOND_TARGET + """\
+posts:
+  - {id: once, at: 2030-01-03 09:00, message: m, targets: [page, other], first_comment: c}
+  - {id: daily, cron: 0 9 * * *, message: m, targets: [page], until: 2030-01-20}
+  - {id: draft, cron: 0 10 * * *, message: m, targets: [page], draft: true}
+live_events:
+  - id: chat
+    title: T
+    starts: 2030-01-10 18:00
+    ends: 2030-01-10 19:00
+    targets: [page, other]
+    reminders: [{before: 2d, message: "{title}"}, {before: 1h, message: "{title}"}]
+    on_start: "{title}"
+"""
+    cfg = config.parse(text.encode(), env=PLAN_ENV)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    for days in (1, 3, 9, 10, 40):
+        end = start + timedelta(days=days)
+        assert plan.count(cfg, start, end) == len([o for o in plan.expand(cfg, start, end) if not o.draft])
+    assert plan.count(cfg, start, start + timedelta(days=40)) == 4 + 20 + 6  # until: the 20th, included

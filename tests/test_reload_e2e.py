@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from conftest import DaemonProcess, iso, soon, targets_yaml, wait_until
 from fakegraph import FakeGraph
@@ -179,4 +180,27 @@ def test_same_size_save_with_the_same_mtime_is_still_picked_up(graph: FakeGraph,
     assert daemon.wait_log("1 changed", timeout=10)
     [sent] = graph.wait_for_posts(1, timeout=20)
     assert sent.message == "Lock your car"
+    assert daemon.stop() == 0
+
+
+def test_a_new_time_zone_moves_the_posts_a_reload_did_not_edit(graph: FakeGraph,
+                                                              daemon: DaemonProcess) -> None:
+    """A reload takes over the entries whose text did not change, and syncs only the changed
+    ones; a new `timezone:` changes what every entry means, so every one is moved."""
+    wall = (datetime.now(ZoneInfo("Europe/London")) + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M")
+    posts = "".join(f"  - {{id: {i}, at: {wall}, message: {i}}}\n" for i in ("a", "b", "c"))
+    head = targets_yaml(graph, "111") + "posts:\n"
+    daemon.write("timezone: Europe/London\n" + head + posts)
+    daemon.start()
+    assert daemon.wait_log("start jobs.yaml")
+    due = {d.job_id: d.due_at for d in daemon.deliveries()}
+    daemon.write("timezone: Europe/London\n" + head + posts.replace("message: b", "message: b2"))
+    assert daemon.wait_log("reload jobs.yaml: 0 added, 1 changed, 0 cancelled")
+    daemon.write("timezone: America/New_York\n" + head + posts.replace("message: b", "message: b2"))
+    assert daemon.wait_log("reload jobs.yaml: 0 added, 3 changed, 0 cancelled")
+    naive = datetime.fromisoformat(wall)
+    shift = naive.replace(tzinfo=ZoneInfo("America/New_York")) - \
+        naive.replace(tzinfo=ZoneInfo("Europe/London"))
+    moved = {d.job_id: d.due_at - due[d.job_id] for d in daemon.deliveries()}
+    assert moved == {"a": shift, "b": shift, "c": shift} and shift >= timedelta(hours=4)
     assert daemon.stop() == 0
