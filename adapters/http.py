@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -176,14 +177,24 @@ def _pool(http: requests.Session, url: str) -> tuple[urllib3.connectionpool.HTTP
     if not isinstance(adapter, HTTPAdapter):
         raise requests.exceptions.InvalidSchema(url)
     proxies = {**(requests.utils.get_environ_proxies(url) if http.trust_env else {}), **http.proxies}
-    proxy = requests.utils.select_proxy(url, proxies)
+    proxy = requests.utils.select_proxy(url, proxies) if proxies else None
     manager = adapter.proxy_manager_for(proxy) if proxy else adapter.poolmanager
     ca = http.verify if isinstance(http.verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH
-    pool = manager.connection_from_url(url, pool_kwargs=_tls(ca))
     parts = urlsplit(url)
+    # looked up once per host: urllib3 parses and normalises the URL on every lookup, a
+    # sixth of a post's time from its instant to the wire
+    known = _POOLS.setdefault(manager, {})
+    pool = known.get((parts.scheme, parts.netloc, ca))
+    if pool is None or pool.pool is None:  # new, or closed (its manager let it go)
+        pool = known[parts.scheme, parts.netloc, ca] = manager.connection_from_url(
+            url, pool_kwargs=_tls(ca))
     target = url if proxy and parts.scheme == "http" else (parts.path or "/") + (
         f"?{parts.query}" if parts.query else "")
     return pool, target
+
+
+_POOLS: weakref.WeakKeyDictionary[urllib3.PoolManager, dict[tuple[str, str, str], Any]] = \
+    weakref.WeakKeyDictionary()  # manager -> (scheme, host, CA) -> its connection pool
 
 
 @functools.cache

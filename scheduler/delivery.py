@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,7 @@ SETTLE_FOR = timedelta(hours=1)  # how long past a deadline an unknown outcome i
 PARENT_WAIT = timedelta(seconds=5)  # how often a comment or reply looks whether its parent went out
 UNSENT = ("pending", "retry", "sending", "cancelling")  # a parent that may still go out
 BATCH = 50  # the most deliveries of one lane claimed in one transaction
+FINAL_SLEEP = 0.002  # seconds before an instant from which a lane sleeps rather than waits
 
 
 class LedgerSteps(Steps):
@@ -234,7 +236,14 @@ class Publisher:
                     if armed is not None:
                         del self._armed[armed.id or 0]
                     return True
-                self._disarmed.wait(delay)
+                if delay > FINAL_SLEEP:
+                    self._disarmed.wait(delay - FINAL_SLEEP)
+                    continue
+                self._lock.release()  # the last moment is slept: it wakes more punctually
+                try:
+                    time.sleep(delay)
+                finally:
+                    self._lock.acquire()
             return False
 
     def _pause_until(self, when: datetime) -> None:

@@ -60,7 +60,9 @@ class Settings(BaseModel):
     alert_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)  # per channel, per alert
     token_check_hours: float = Field(default=24.0, gt=0, le=24 * 31)  # how often the daemon checks tokens
     stop_seconds: float = Field(default=10.0, ge=0, le=3600)  # how long sends in flight may finish at stop
-    arm_seconds: float = Field(default=1.0, ge=0, le=60)  # deliveries are claimed this long ahead
+    # deliveries are claimed this long ahead (a lane's burst at half of it): off the whole and tenth
+    # seconds that posts are set for, so that claiming never lands on another post's instant
+    arm_seconds: float = Field(default=0.75, ge=0, le=60)
 
     @property
     def lease(self) -> timedelta:
