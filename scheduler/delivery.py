@@ -48,6 +48,7 @@ PARENT_WAIT = timedelta(seconds=5)  # how often a comment or reply looks whether
 UNSENT = ("pending", "retry", "sending", "cancelling")  # a parent that may still go out
 BATCH = 50  # the most deliveries of one lane claimed in one transaction
 FINAL_SLEEP = 0.002  # seconds before an instant from which a lane sleeps rather than waits
+SPIN = 0.0002  # and from which it spins
 
 
 class LedgerSteps(Steps):
@@ -239,9 +240,13 @@ class Publisher:
                 if delay > FINAL_SLEEP:
                     self._disarmed.wait(delay - FINAL_SLEEP)
                     continue
-                self._lock.release()  # the last moment is slept: it wakes more punctually
+                self._lock.release()  # the last moments are slept, then spun: more punctual
                 try:
-                    time.sleep(delay)
+                    if delay > SPIN:
+                        time.sleep(delay - SPIN)
+                    spun = time.monotonic() + SPIN  # bounded: the wall clock may be set back
+                    while when is not None and clock.now() < when and time.monotonic() < spun:
+                        pass  # a sleep this short overshoots (timer slack)
                 finally:
                     self._lock.acquire()
             return False
