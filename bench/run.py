@@ -345,10 +345,11 @@ def deliver(who: str, graph: FakeGraph, pages: Sequence[str], dues: Sequence[Due
             procs = [stack.enter_context(spawn(oyez("run", jobs, "--db", db), workdir,
                                                {**env, "OYEZ_NODE": f"node{i}"}, f"{who}-{i}"))
                      for i in range(daemons)]
-        else:
+        else:  # the baseline, or with `floor` the bare client (baseline.py --bare)
             procs = [stack.enter_context(spawn(
                 [sys.executable, str(ROOT / "bench" / "baseline.py"), str(plain), "--graph", graph.url,
-                 "--timeout", f"{budget:.0f}"], workdir, env, who))]
+                 "--timeout", f"{budget:.0f}", *(["--bare"] if who == "floor" else [])],
+                workdir, env, who))]
         if who == "oyez" and until(lambda: reloads(db) >= daemons, LEAD * 2):
             result.ready_after = time.monotonic() - procs[0].started
         graph.wait_for_posts(len(dues), timeout=budget)
@@ -451,7 +452,7 @@ def scenario_burst(graph: FakeGraph, sizes: Sizes, workdir: Path, label: str) ->
     n = sizes.burst_posts
     busiest, latency_ms = math.ceil(n / len(BURST_PAGES)), graph.latency * 1000  # posts on one page
     figures: dict[str, Any] = {}
-    for who in ("oyez", "baseline"):
+    for who in ("oyez", "baseline", "floor"):
         instant = float(math.ceil(time.time() + LEAD))
         dues = [Due(instant, BURST_PAGES[i % len(BURST_PAGES)], f"burst {i:05d}") for i in range(n)]
         got = deliver(who, graph, BURST_PAGES, dues, workdir / f"burst-{who}")
@@ -474,6 +475,8 @@ def scenario_burst(graph: FakeGraph, sizes: Sizes, workdir: Path, label: str) ->
             b["all_delivered_s"] if b["delivered"] == n else None, limit=0.6),
         Row(scenario, f"floor s: {busiest} posts per page in order x {latency_ms:g} ms",
             busiest * latency_ms / 1000),
+        Row(scenario, "floor s here: a bare urllib3 thread per page, nothing else",
+            figures["floor"]["all_delivered_s"] if figures["floor"]["delivered"] == n else None),
         Row(scenario, "ledger: sent rows = posts", o["ledger"].get("sent", 0) == n, None, expect=True),
         Row(scenario, "no duplicates", o["duplicates"] == 0, b["duplicates"] == 0, expect=True),
         Row(scenario, "per-target order (ties: file order)", o["per_target_order_kept"],
