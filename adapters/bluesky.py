@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Collection
@@ -93,7 +92,7 @@ class Bluesky:
         self.base = settings.service_url
         self.where = f"bluesky @{settings.handle}"
         self.http = http
-        self.timeout = float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
+        self.timeout = web.timeout()
         self._lock = threading.Lock()  # the session is shared by the lane and the sweep
         self._session: dict[str, str] | None = None
         self._expires = 0.0  # unix time the access token expires

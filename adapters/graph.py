@@ -86,7 +86,7 @@ class GraphClient:
         version = os.environ.get(self.VERSION_ENV) or self.DEFAULT_VERSION
         self.base = f"{base}/{version}"
         self.http = http
-        self.timeout = float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
+        self.timeout = web.timeout()
         self._token = settings.access_token
         self._auth = web.BearerAuth(settings.access_token)
 

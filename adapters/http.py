@@ -37,6 +37,11 @@ CA_BUNDLE_VARS = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # what requests reads
 Files = dict[str, tuple[str, bytes, str]]  # multipart field -> (file name, bytes, content type)
 
 
+def timeout() -> float:
+    """Seconds an adapter's calls may take (OYEZ_HTTP_TIMEOUT, default 20)."""
+    return float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
+
+
 def check_base_url(url: str, name: str = "url") -> str:
     """Accept https URLs, and http only for loopback test servers; raise ValueError."""
     parts = urlsplit(url)

@@ -79,7 +79,7 @@ class Mastodon:
         self.base = settings.instance_url
         self.where = f"mastodon {urlsplit(self.base).hostname}"
         self.http = http
-        self.timeout = float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
+        self.timeout = web.timeout()
         self._auth = web.BearerAuth(settings.access_token)
         self._account_id: str | None = None
 

@@ -18,7 +18,6 @@ and 5xx are retried, honouring Retry-After. The body:
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Collection
@@ -78,7 +77,7 @@ class Webhook:
         self.url = settings.url
         self.where = f"webhook {redact(self.url)}"
         self.http = http
-        self.timeout = float(os.environ.get("OYEZ_HTTP_TIMEOUT") or 20)
+        self.timeout = web.timeout()
         self._secret = settings.secret
 
     def publish(self, message: Message) -> Published:
