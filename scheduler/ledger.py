@@ -104,7 +104,7 @@ def _record(engine: Engine, batch: list[_Outcome]) -> None:
 @functools.cache
 def _outcome_update(keys: tuple[str, ...]) -> Any:
     """UPDATE setting columns `keys` of a delivery, if `_node` still holds its claim."""
-    return update(_D).where(*_held(bindparam("_id"), bindparam("_node"))).values(
+    return update(_D).where(*_claimed_by(bindparam("_id"), bindparam("_node"))).values(
         lease_until=None, updated_at=bindparam("_at"), **{k: bindparam(k) for k in keys})
 
 
@@ -605,7 +605,7 @@ class Ledger:
     def _update_held(self, delivery: Delivery, node: str | None, **values: Any) -> bool:
         """Set `values` on `delivery` if `node` still holds its claim; whether it did."""
         with self.transaction() as conn:
-            return bool(conn.execute(update(_D).where(*_held(delivery.id, node)).values(**values))
+            return bool(conn.execute(update(_D).where(*_claimed_by(delivery.id, node)).values(**values))
                         .rowcount == 1)
 
     def parent(self, delivery_id: int) -> Delivery | None:
@@ -781,7 +781,7 @@ def _claiming(*which: Any) -> Any:
     )
 
 
-def _held(delivery_id: Any, node: Any) -> tuple[Any, ...]:
+def _claimed_by(delivery_id: Any, node: Any) -> tuple[Any, ...]:
     """Where a delivery is still claimed by `node` (the fence of every write under a claim)."""
     return _D.c.id == delivery_id, _D.c.status == "sending", _D.c.claimed_by == node
 
@@ -791,7 +791,7 @@ _CLAIM = _claiming(_D.c.id == bindparam("delivery_id"))
 _CLAIM_AHEAD = _claiming(_D.c.id.in_(bindparam("ids", expanding=True)), _D.c.parent.is_(None))
 _UNCLAIM = (
     update(_D)
-    .where(*_held(bindparam("delivery_id"), bindparam("node")))
+    .where(*_claimed_by(bindparam("delivery_id"), bindparam("node")))
     .values(status=bindparam("status"), claimed_by=None, lease_until=None,
             attempts=_D.c.attempts - 1, updated_at=bindparam("now"),
             first_attempt_at=case((_D.c.attempts <= 1, None), else_=_D.c.first_attempt_at))
